@@ -1,0 +1,6 @@
+"""The `paht` command line."""
+
+
+def main() -> None:
+    """Entry point (filled in below)."""
+    raise SystemExit("not yet")
