@@ -1,0 +1,259 @@
+"""SQLModel tables (DESIGN §4). Times are stored as UTC and always come back timezone-aware.
+
+Schema changes go through Alembic (`store/migrations`); `paht db upgrade` applies them.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.types import TypeDecorator
+from sqlmodel import Field, SQLModel
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """Stores naive UTC, returns aware UTC (SQLite keeps no zone; PostgreSQL keeps the value)."""
+
+    impl = sa.DateTime
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError("naive datetime given to a UTC column")
+        return value.astimezone(UTC).replace(tzinfo=None)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC)
+
+
+def utcnow() -> datetime:
+    """Now, in UTC."""
+    return datetime.now(UTC)
+
+
+def _ts(nullable: bool = True, index: bool = False) -> Any:
+    return Field(default=None, sa_column=sa.Column(UTCDateTime(), nullable=nullable, index=index))
+
+
+def _now_ts(index: bool = False) -> Any:
+    return Field(
+        default_factory=utcnow, sa_column=sa.Column(UTCDateTime(), nullable=False, index=index)
+    )
+
+
+def _json(default: Any = None) -> Any:
+    factory = (lambda: {}) if default is dict else (lambda: [])
+    return Field(default_factory=factory, sa_column=sa.Column(sa.JSON(), nullable=False))
+
+
+# Statuses --------------------------------------------------------------------------------
+
+EVENT_PENDING = "pending"
+EVENT_PROCESSING = "processing"
+EVENT_DONE = "done"
+EVENT_IGNORED = "ignored"
+EVENT_PARKED = "parked"  # failed too often; kept with its error, does not block others
+
+REPORT_STATUSES = (
+    "draft",
+    "submitted",
+    "confirmed",
+    "forwarded",
+    "in_progress",
+    "resolved",
+    "rejected",
+)
+
+
+class InboundEvent(SQLModel, table=True):
+    """Every accepted provider message, raw, unique on (channel, external_id)."""
+
+    __tablename__ = "inbound_event"
+    __table_args__ = (
+        sa.UniqueConstraint("channel", "external_id", name="uq_inbound_channel_external"),
+        sa.Index("ix_inbound_status_next", "status", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    channel: str = Field(max_length=16)
+    external_id: str = Field(max_length=255)
+    sender: str = Field(max_length=255, index=True)
+    received_at: datetime = _now_ts()
+    accepted_at: datetime = _now_ts()
+    message: dict[str, Any] = _json(dict)  # the InboundMessage, serialised (raw included)
+    status: str = Field(default=EVENT_PENDING, max_length=16)
+    attempts: int = 0
+    next_attempt_at: datetime = _now_ts()
+    claimed_by: str | None = Field(default=None, max_length=64)
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text()))
+    processed_at: datetime | None = _ts()
+    report_id: int | None = Field(default=None, foreign_key="report.id", index=True)
+
+
+class Citizen(SQLModel, table=True):
+    """One person across channels."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    display_name: str | None = Field(default=None, max_length=255)
+    phone: str | None = Field(default=None, max_length=32, unique=True)  # E.164
+    consent_share_identity: bool = False  # agencies see a pseudonym unless True
+    abuse_flags: int = 0
+    created_at: datetime = _now_ts()
+
+
+class Identity(SQLModel, table=True):
+    """A channel address of a citizen: telegram:<id>, zalo:<uid>, facebook:<psid>, tel:+84..."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    urn: str = Field(max_length=255, unique=True)
+    channel: str = Field(max_length=16)
+    citizen_id: int = Field(foreign_key="citizen.id", index=True)
+    created_at: datetime = _now_ts()
+    last_inbound_at: datetime | None = _ts()
+
+
+class Report(SQLModel, table=True):
+    """The common report record, whatever channel it came from."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    code: str | None = Field(default=None, max_length=32, unique=True)  # PA-2611-000123
+    channel: str = Field(max_length=16, index=True)
+    citizen_id: int = Field(foreign_key="citizen.id", index=True)
+    sender: str = Field(max_length=255)
+    text: str = Field(default="", sa_column=sa.Column(sa.Text(), nullable=False, default=""))
+    transcript: str | None = Field(default=None, sa_column=sa.Column(sa.Text()))
+    transcript_confidence: float | None = None
+    attachments: list[dict[str, Any]] = _json(list)
+    lat: float | None = None
+    lon: float | None = None
+    address: str | None = Field(default=None, max_length=500)
+    sector: str | None = Field(default=None, max_length=32, index=True)
+    score: float | None = None
+    runner_up: str | None = Field(default=None, max_length=32)
+    matches: list[dict[str, Any]] = _json(list)
+    needs_review: bool = True
+    agency: str | None = Field(default=None, max_length=255)
+    status: str = Field(default="draft", max_length=16, index=True)
+    urgent: bool = False
+    flags: list[str] = _json(list)  # abusive, spam, silent_audio, ...
+    duplicate_of: int | None = Field(default=None, foreign_key="report.id")
+    central_ref: str | None = Field(default=None, max_length=64)
+    rating: int | None = None
+    created_at: datetime = _now_ts(index=True)
+    submitted_at: datetime | None = _ts(index=True)
+    confirmed_at: datetime | None = _ts()
+    resolved_at: datetime | None = _ts()
+    updated_at: datetime = _now_ts()
+
+
+class ReportHistory(SQLModel, table=True):
+    """Status changes and notes of a report, in order (the citizen-visible history)."""
+
+    __tablename__ = "report_history"
+    id: int | None = Field(default=None, primary_key=True)
+    report_id: int = Field(foreign_key="report.id", index=True)
+    at: datetime = _now_ts()
+    status: str = Field(max_length=16)
+    note: str | None = Field(default=None, sa_column=sa.Column(sa.Text()))
+    source: str = Field(default="gateway", max_length=32)  # gateway | operator | central
+
+
+class Classification(SQLModel, table=True):
+    """What the classifier said about a report (one row per run)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    report_id: int = Field(foreign_key="report.id", index=True)
+    sector: str = Field(max_length=32)
+    score: float
+    runner_up: str | None = Field(default=None, max_length=32)
+    runner_up_score: float = 0.0
+    needs_review: bool = True
+    urgent: bool = False
+    matches: list[dict[str, Any]] = _json(list)
+    created_at: datetime = _now_ts()
+
+
+class Operator(SQLModel, table=True):
+    """A console account."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    username: str = Field(max_length=64, unique=True)
+    display_name: str | None = Field(default=None, max_length=255)
+    password_hash: str = Field(max_length=255)
+    role: str = Field(default="operator", max_length=16)  # operator | supervisor | admin
+    active: bool = True
+    failed_logins: int = 0
+    locked_until: datetime | None = _ts()
+    created_at: datetime = _now_ts()
+
+
+class OperatorAction(SQLModel, table=True):
+    """Who did what to which report, with the before and after (the audit log)."""
+
+    __tablename__ = "operator_action"
+    id: int | None = Field(default=None, primary_key=True)
+    report_id: int | None = Field(default=None, foreign_key="report.id", index=True)
+    operator_id: int | None = Field(default=None, foreign_key="operator.id", index=True)
+    action: str = Field(max_length=32)  # confirm | change_sector | merge | reject | reply | ...
+    before: dict[str, Any] = _json(dict)
+    after: dict[str, Any] = _json(dict)
+    note: str | None = Field(default=None, sa_column=sa.Column(sa.Text()))
+    at: datetime = _now_ts(index=True)
+
+
+class Outbox(SQLModel, table=True):
+    """A pending delivery: a reply to a citizen, a notification, or a forward to the centre."""
+
+    __table_args__ = (sa.Index("ix_outbox_status_next", "status", "next_attempt_at"),)
+
+    id: int | None = Field(default=None, primary_key=True)
+    kind: str = Field(max_length=16)  # reply | notify | forward
+    channel: str | None = Field(default=None, max_length=16)
+    recipient: str | None = Field(default=None, max_length=255, index=True)
+    report_id: int | None = Field(default=None, foreign_key="report.id", index=True)
+    payload: dict[str, Any] = _json(dict)
+    dedup_key: str | None = Field(default=None, max_length=128, unique=True)
+    status: str = Field(default="pending", max_length=16)  # pending | sent | dead | held
+    attempts: int = 0
+    next_attempt_at: datetime = _now_ts()
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text()))
+    provider_id: str | None = Field(default=None, max_length=128)
+    created_at: datetime = _now_ts(index=True)
+    sent_at: datetime | None = _ts()
+
+
+class Conversation(SQLModel, table=True):
+    """The dialog state of one citizen on one channel (survives restarts)."""
+
+    id: int | None = Field(default=None, primary_key=True)
+    sender: str = Field(max_length=255, unique=True)
+    channel: str = Field(max_length=16)
+    citizen_id: int = Field(foreign_key="citizen.id")
+    report_id: int | None = Field(default=None, foreign_key="report.id")
+    state: str = Field(default="idle", max_length=24)  # idle | collecting | confirming
+    asked: list[str] = _json(list)  # what the bot already asked for this draft (asked once)
+    last_activity_at: datetime = _now_ts()
+    expires_at: datetime | None = _ts(index=True)
+
+
+class TrackingCounter(SQLModel, table=True):
+    """Monotonic sequence per period for tracking codes (never reused)."""
+
+    __tablename__ = "tracking_counter"
+    period: str = Field(primary_key=True, max_length=8)
+    value: int = 0
+
+
+class Credential(SQLModel, table=True):
+    """Rotating provider credentials (Zalo's token pair), replaced with optimistic locking."""
+
+    key: str = Field(primary_key=True, max_length=64)
+    value: dict[str, Any] = _json(dict)
+    version: int = 0
+    updated_at: datetime = _now_ts()
