@@ -60,8 +60,10 @@ def pcm16_to_float32(pcm: bytes) -> np.ndarray:
 def _halfband_taps(half_length: int) -> np.ndarray:
     """Odd-phase coefficients of a Blackman-windowed half-band interpolation filter."""
     t = np.arange(half_length) + 0.5  # distances of the neighbours from the midpoint
-    window = 0.42 + 0.5 * np.cos(np.pi * t / (half_length + 0.5)) + 0.08 * np.cos(
-        2 * np.pi * t / (half_length + 0.5)
+    window = (
+        0.42
+        + 0.5 * np.cos(np.pi * t / (half_length + 0.5))
+        + 0.08 * np.cos(2 * np.pi * t / (half_length + 0.5))
     )
     taps = np.sinc(t) * window
     return taps / (2 * taps.sum())  # unity gain at DC
@@ -70,7 +72,7 @@ def _halfband_taps(half_length: int) -> np.ndarray:
 class Upsampler2x:
     """Stateful 2x upsampler (half-band FIR) for int16 mono blocks of any length."""
 
-    HALF: Final = 8  # 16 taps: ~1 ms delay at 8 kHz, flat to ~3.4 kHz (the telephone band)
+    HALF: Final = 16  # 32 taps; holds back 2 ms at 8 kHz, flat through the telephone band
 
     def __init__(self) -> None:
         self._taps = _halfband_taps(self.HALF)
@@ -163,3 +165,19 @@ def decode_audio(data: bytes, rate: int = SAMPLE_RATE, *, mulaw_8k: bool = False
     if rate != 2 * MULAW_RATE:
         raise ValueError("raw μ-law input can only be resampled to 16 kHz")
     return upsample_2x(mulaw_to_pcm16(data))
+
+
+def resample_pcm16(pcm: bytes, src_rate: int, dst_rate: int = SAMPLE_RATE) -> bytes:
+    """Resample mono int16 LE PCM between rates (2x via the FIR upsampler, else FFmpeg)."""
+    if src_rate == dst_rate or not pcm:
+        return pcm
+    if dst_rate == 2 * src_rate:
+        return upsample_2x(pcm)
+    import av
+
+    samples = np.frombuffer(pcm, dtype="<i2").reshape(1, -1)
+    frame = av.AudioFrame.from_ndarray(samples, format="s16", layout="mono")
+    frame.sample_rate = src_rate
+    resampler = av.AudioResampler(format="s16", layout="mono", rate=dst_rate)
+    frames = [*resampler.resample(frame), *resampler.resample(None)]
+    return b"".join(f.to_ndarray().astype("<i2", copy=False).tobytes() for f in frames)
