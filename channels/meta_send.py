@@ -1,0 +1,183 @@
+"""Helpers for the Messenger Send API and for provider media downloads.
+
+Send API: https://developers.facebook.com/docs/messenger-platform/reference/send-api/
+Error codes: https://developers.facebook.com/docs/messenger-platform/error-codes
+The bounded media download (`download_media`) is shared with channels/zalo.py.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import Iterable, Mapping
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import aiohttp
+
+from channels.base import Button, OutboundMessage, SendError
+
+# Messenger refuses text over 2,000 characters; quick replies: at most 13, titles ≤ 20 chars.
+MAX_TEXT = 2000
+MAX_QUICK_REPLIES = 13
+MAX_QR_TITLE = 20
+
+# Graph error codes (code, or code-subcode) → policy. Rate limits: 4 app, 17 user, 32 page,
+# 613 "calls to this api have exceeded the rate limit", 80006 Messenger business-use-case
+# rate limit. 1/2 are "unknown/unexpected, retry later"; 1200 "temporary send message failure".
+RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80006})
+TRANSIENT_CODES = frozenset({1, 2, 1200})
+# Subcode 2018278: "(#10) This message is sent outside of allowed window".
+WINDOW_SUBCODES = frozenset({2018278})
+# Permanent for this recipient/payload: 10 permission, 100 invalid parameter (2018001 no
+# matching user), 190 invalid token, 200 permission, 368 policy block, 551 "this person
+# isn't available right now". They are not retried (the default for unknown codes too).
+RATE_LIMIT_RETRY_AFTER = 60.0
+
+
+def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
+    """Split `text` into chunks of at most `limit` characters, preferring line/word breaks."""
+    text = text.strip()
+    chunks: list[str] = []
+    while len(text) > limit:
+        cut = text.rfind("\n", 0, limit)
+        if cut < limit // 2:
+            cut = text.rfind(" ", 0, limit)
+        if cut < limit // 2:
+            cut = limit
+        chunks.append(text[:cut].rstrip())
+        text = text[cut:].lstrip()
+    if text:
+        chunks.append(text)
+    return chunks
+
+
+def numbered_buttons(buttons: Iterable[Button]) -> str:
+    """Plain-text rendering of buttons for providers (or kinds) without native support."""
+    lines = []
+    for i, b in enumerate(buttons, start=1):
+        lines.append(f"{i}. {b.title}: {b.payload}" if b.kind == "url" else f"{i}. {b.title}")
+    return "\n".join(lines)
+
+
+def build_messenger_payloads(psid: str, message: OutboundMessage) -> list[dict[str, Any]]:
+    """Turn an OutboundMessage into the Send API request bodies, in order."""
+    native = [b for b in message.buttons if b.kind in ("reply", "contact")]
+    plain = [b for b in message.buttons if b.kind not in ("reply", "contact")]
+    text = message.text
+    # Messenger dropped the location quick reply (2019): "location" and "url" become text,
+    # and so do reply buttons whose titles would be cut at 20 characters.
+    if any(len(b.title) > MAX_QR_TITLE for b in native) or len(native) > MAX_QUICK_REPLIES:
+        plain, native = list(message.buttons), []
+    if plain:
+        text = f"{text}\n\n{numbered_buttons(plain)}" if text else numbered_buttons(plain)
+    quick_replies: list[dict[str, str]] = []
+    for b in native:
+        if b.kind == "contact":
+            # Messenger pre-fills the user's phone; the answer comes back as a quick reply
+            # whose payload is the number itself.
+            quick_replies.append({"content_type": "user_phone_number"})
+        else:
+            quick_replies.append({"content_type": "text", "title": b.title, "payload": b.payload})
+    bodies: list[dict[str, Any]] = []
+    chunks = split_text(text) if text else []
+    for i, chunk in enumerate(chunks):
+        msg: dict[str, Any] = {"text": chunk, "metadata": "paht"}
+        if quick_replies and i == len(chunks) - 1:
+            msg["quick_replies"] = quick_replies
+        bodies.append(msg)
+    for att in message.attachments:
+        kind = att.kind if att.kind in ("image", "audio", "video", "file") else "file"
+        bodies.append({"attachment": {"type": kind, "payload": {"url": att.url,
+                                                                "is_reusable": False}},
+                       "metadata": "paht"})
+    return [
+        {"recipient": {"id": psid}, "messaging_type": "RESPONSE", "message": m} for m in bodies
+    ]
+
+
+def appsecret_proof(app_secret: str, access_token: str) -> str:
+    """HMAC-SHA256(app secret, token): required when the app enables "Require App Secret"."""
+    return hmac.new(app_secret.encode(), access_token.encode(), hashlib.sha256).hexdigest()
+
+
+def classify_graph_error(status: int, body: Mapping[str, Any] | None) -> SendError:
+    """Map a Graph API error response to a SendError carrying its retry policy."""
+    err = (body or {}).get("error") if isinstance(body, Mapping) else None
+    if not isinstance(err, Mapping):
+        retryable = status >= 500 or status == 429
+        return SendError(f"graph http {status}", retryable=retryable, code=f"http_{status}")
+    code = _int(err.get("code"))
+    sub = _int(err.get("error_subcode"))
+    label = f"{code}-{sub}" if sub else str(code)
+    msg = f"graph error {label}: {err.get('message', '')}"[:300]
+    if sub in WINDOW_SUBCODES:
+        return SendError(msg, retryable=False, window_closed=True, code=label)
+    if code in RATE_LIMIT_CODES:
+        return SendError(msg, retryable=True, retry_after=RATE_LIMIT_RETRY_AFTER, code=label)
+    if code in TRANSIENT_CODES or err.get("is_transient") is True or status >= 500:
+        return SendError(msg, retryable=True, code=label)
+    return SendError(msg, retryable=False, code=label)
+
+
+def _int(value: Any) -> int | None:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def host_allowed(url: str, suffixes: Iterable[str], extra_hosts: Iterable[str]) -> bool:
+    """https on a provider host (or a sub-domain of it), or any scheme on a test-added host."""
+    parts = urlsplit(url)
+    host = (parts.hostname or "").lower()
+    if not host:
+        return False
+    for extra in extra_hosts:
+        extra_host, _, extra_port = extra.lower().partition(":")
+        if host == extra_host and (not extra_port or str(parts.port) == extra_port):
+            return parts.scheme in ("http", "https")
+    if parts.scheme != "https":
+        return False
+    return any(host == s or host.endswith("." + s) for s in suffixes)
+
+
+async def download_media(
+    http: aiohttp.ClientSession,
+    url: str,
+    max_bytes: int,
+    suffixes: Iterable[str],
+    extra_hosts: Iterable[str],
+    max_redirects: int = 3,
+) -> tuple[bytes, str | None]:
+    """GET `url` from an allowed host, following redirects by hand (each hop re-checked),
+    streaming and stopping at `max_bytes`. Failures raise SendError with a retry policy."""
+    suffixes, extra_hosts = tuple(suffixes), tuple(extra_hosts)
+    for _ in range(max_redirects + 1):
+        if not host_allowed(url, suffixes, extra_hosts):
+            raise SendError("media host not allowed", retryable=False, code="media_host")
+        try:
+            async with http.get(url, allow_redirects=False) as resp:
+                if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
+                    url = urljoin(url, resp.headers["Location"])
+                    continue
+                if resp.status != 200:
+                    # CDN links expire: 403/404/410 will not get better by retrying.
+                    raise SendError(f"media http {resp.status}", retryable=resp.status >= 500,
+                                    code=f"media_http_{resp.status}")
+                if resp.content_length is not None and resp.content_length > max_bytes:
+                    raise SendError("media too large", retryable=False, code="media_too_large")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise SendError("media too large", retryable=False,
+                                        code="media_too_large")
+                    chunks.append(chunk)
+                mime = resp.content_type if resp.headers.get("Content-Type") else None
+                return b"".join(chunks), mime
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise SendError(f"media download failed: {type(exc).__name__}", retryable=True,
+                            code="media_network") from exc
+    raise SendError("too many media redirects", retryable=False, code="media_redirects")

@@ -1,0 +1,152 @@
+"""Zalo OA access/refresh token rotation through the injected TokenStore.
+
+Docs: https://developers.zalo.me/docs/official-account/bat-dau/xac-thuc-va-uy-quyen-cho-ung-dung-new
+The access token lives ~25 h (`expires_in` is a *string*, "90000"); the refresh token lives
+~3 months and is single-use: every refresh returns a new pair and kills the old refresh token.
+So a rotated pair is stored (optimistic compare-and-swap on "_version") before it is used, and
+a process that loses the race re-reads the winner's pair instead of retrying with a dead token.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import aiohttp
+
+from channels.base import ChannelError, TokenStore
+
+log = logging.getLogger("paht.channels.zalo")
+
+TOKEN_KEY = "zalo:oa_tokens"  # noqa: S105 - a store key, not a secret
+
+
+class TokenError(ChannelError):
+    """The token pair could not be refreshed (`retryable` false: an admin must re-consent)."""
+
+    def __init__(self, message: str, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class InMemoryTokenStore:
+    """A TokenStore for one process (used when none is injected, and by tests)."""
+
+    def __init__(self) -> None:
+        self.data: dict[str, dict[str, Any]] = {}
+
+    async def get(self, key: str) -> Mapping[str, Any] | None:
+        """Return the stored value (with "_version") or None."""
+        value = self.data.get(key)
+        return dict(value) if value is not None else None
+
+    async def put(self, key: str, value: Mapping[str, Any], expected_version: int | None) -> bool:
+        """Replace the value if its version still equals `expected_version` (None: absent)."""
+        current = self.data.get(key)
+        current_version = current["_version"] if current is not None else None
+        if current_version != expected_version:
+            return False
+        stored = {k: v for k, v in value.items() if k != "_version"}
+        stored["_version"] = (current_version or 0) + 1
+        self.data[key] = stored
+        return True
+
+
+class ZaloTokens:
+    """Keeps the OA token pair fresh; every process shares it through the TokenStore."""
+
+    def __init__(self, settings: Any, http: Any, store: TokenStore | None) -> None:
+        self.settings = settings
+        self.http = http
+        self.store: TokenStore = store if store is not None else InMemoryTokenStore()
+        self._lock = asyncio.Lock()
+
+    async def current(self) -> Mapping[str, Any]:
+        """The stored pair, seeded from settings (zalo_access_token/zalo_refresh_token)."""
+        record = await self.store.get(TOKEN_KEY)
+        if record is not None:
+            return record
+        seed = {
+            "access_token": self.settings.zalo_access_token,
+            "refresh_token": self.settings.zalo_refresh_token,
+            "expires_at": None,  # unknown: the first refresh_if_expiring() rotates it
+        }
+        if not await self.store.put(TOKEN_KEY, seed, None):
+            log.info("zalo tokens: another process seeded the store first")
+        record = await self.store.get(TOKEN_KEY)
+        return record if record is not None else seed
+
+    async def access_token(self) -> str:
+        """The access token to call the OA API with."""
+        return str((await self.current()).get("access_token") or "")
+
+    async def refresh(self, stale_access_token: str | None = None) -> Mapping[str, Any]:
+        """Rotate the pair; if `stale_access_token` was already replaced, use the new one."""
+        async with self._lock:
+            record = await self.current()
+            if stale_access_token is not None and record.get("access_token") != stale_access_token:
+                return record  # someone (this process or another) rotated meanwhile
+            used = str(record.get("refresh_token") or "")
+            if not used:
+                raise TokenError("no zalo refresh token", retryable=False)
+            try:
+                fresh = await self._call_oauth(used)
+            except TokenError:
+                # Our refresh token may be dead because another process just rotated it.
+                again = await self.current()
+                if again.get("refresh_token") != used:
+                    log.info("zalo tokens: refresh lost to another process; using its pair")
+                    return again
+                raise
+            if await self.store.put(TOKEN_KEY, fresh, record.get("_version")):
+                log.info("zalo tokens rotated", extra={"expires_at": fresh["expires_at"]})
+                return await self.current()
+            # Lost the compare-and-swap: the stored pair is the live one.
+            log.warning("zalo tokens: store changed during refresh; re-reading")
+            return await self.current()
+
+    async def refresh_if_expiring(self, margin_s: float = 3600) -> bool:
+        """Rotate when the access token expires within `margin_s` (or its expiry is unknown)."""
+        record = await self.current()
+        expires_at = record.get("expires_at")
+        if expires_at is not None and float(expires_at) - time.time() > margin_s:
+            return False
+        before = record.get("access_token")
+        after = await self.refresh(stale_access_token=str(before or ""))
+        return after.get("access_token") != before
+
+    async def _call_oauth(self, refresh_token: str) -> dict[str, Any]:
+        url = self.settings.zalo_oauth_base.rstrip("/") + "/v4/oa/access_token"
+        form = {"app_id": self.settings.zalo_app_id, "grant_type": "refresh_token",
+                "refresh_token": refresh_token}
+        headers = {"secret_key": self.settings.zalo_app_secret}
+        try:
+            async with self.http.post(url, data=form, headers=headers) as resp:
+                text = await resp.text()
+                status = resp.status
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise TokenError(f"zalo oauth unreachable: {type(exc).__name__}",
+                             retryable=True) from exc
+        try:
+            data = json.loads(text, parse_int=str)
+        except ValueError:
+            data = None
+        if status != 200 or not isinstance(data, dict):
+            raise TokenError(f"zalo oauth http {status}", retryable=status >= 500)
+        if not data.get("access_token") or not data.get("refresh_token"):
+            # e.g. {"error": -14014, "error_name": "Invalid refresh token", …}
+            raise TokenError(f"zalo oauth error {data.get('error')}: {data.get('error_name')}",
+                             retryable=False)
+        try:
+            expires_in = float(data.get("expires_in") or 90000)
+        except (TypeError, ValueError):
+            expires_in = 90000.0
+        return {
+            "access_token": str(data["access_token"]),
+            "refresh_token": str(data["refresh_token"]),
+            "expires_at": time.time() + expires_in,
+        }
