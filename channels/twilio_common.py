@@ -1,0 +1,298 @@
+"""Shared Twilio plumbing for the SMS and voice channels: signatures, forms, REST client, media.
+
+Provider docs:
+- Webhook security: https://www.twilio.com/docs/usage/webhooks/webhooks-security
+- Request validator: twilio/twilio-python `twilio/request_validator.py`
+- Messaging webhook: https://www.twilio.com/docs/messaging/guides/webhook-request
+- Media download: https://www.twilio.com/docs/messaging/api/media-resource
+
+Twilio signs `public URL + sorted(name + value)` with HMAC-SHA1 of the account auth token. The
+URL is the one *Twilio* called, so behind a proxy/TLS terminator we rebuild it from
+`settings.public_base_url` + path + query instead of trusting the Host we see (PROTOCOLS §4).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import unicodedata
+from collections.abc import Mapping
+from typing import Any
+from urllib.parse import parse_qsl, urljoin, urlsplit
+
+import aiohttp
+from multidict import MultiDict
+from twilio.base.exceptions import TwilioRestException
+from twilio.http import AsyncHttpClient
+from twilio.http.response import Response as TwilioResponse
+from twilio.request_validator import (
+    SIGNATURE_HEADER,
+    SIGNATURE_SETTINGS_HEADER,
+    RequestValidator,
+    get_signature_algorithm,
+)
+from twilio.rest import Client
+
+from channels.base import Attachment, MalformedError, RawRequest, SendError, SignatureError
+
+FORM_TYPE = "application/x-www-form-urlencoded"
+TWIML_TYPE = "application/xml"
+MAX_MEDIA_REDIRECTS = 5
+# Hosts a media URL may come from; Twilio then redirects to a short-lived CDN link.
+TWILIO_HOST_SUFFIXES = (".twilio.com",)
+# Where Twilio's 30x for media/recordings may lead (signed, short-lived links: no auth sent).
+REDIRECT_HOST_SUFFIXES = (".twilio.com", ".twiliocdn.com", ".amazonaws.com")
+
+# The headers of the last REST answer in this task, for Retry-After on 429 (the twilio
+# exception does not carry headers). A ContextVar: concurrent sends do not see each other's.
+_last_headers: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
+    "twilio_last_headers", default=None
+)
+
+
+def nfc(text: str) -> str:
+    """Unicode NFC (Vietnamese phones send NFD or precomposed text interchangeably)."""
+    return unicodedata.normalize("NFC", text)
+
+
+def public_url(settings: Any, request: RawRequest) -> str:
+    """The URL Twilio called: public base + the path and raw query of what we received."""
+    parts = urlsplit(request.url)
+    base = str(getattr(settings, "public_base_url", "")).rstrip("/")
+    url = base + (parts.path or "/")
+    if parts.query:
+        url += "?" + parts.query
+    return url
+
+
+def is_form(request: RawRequest) -> bool:
+    """True if the body is declared as a URL-encoded form (or undeclared)."""
+    ctype = (request.header("Content-Type") or FORM_TYPE).split(";")[0].strip().lower()
+    return ctype == FORM_TYPE
+
+
+def form_params(request: RawRequest) -> MultiDict[str]:
+    """Decode the form body (UTF-8, blank values kept) into a MultiDict, raw (not NFC)."""
+    try:
+        text = request.body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise MalformedError("form body is not UTF-8") from exc
+    try:
+        pairs = parse_qsl(text, keep_blank_values=True, strict_parsing=bool(text),
+                          encoding="utf-8", errors="strict")
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MalformedError("body is not a URL-encoded form") from exc
+    return MultiDict(pairs)
+
+
+def require_form(request: RawRequest) -> MultiDict[str]:
+    """The webhook's form params; MalformedError on an empty or non-form body."""
+    if not request.body.strip():
+        raise MalformedError("empty body")
+    if not is_form(request):
+        raise MalformedError("not a form body")
+    return form_params(request)
+
+
+def params_for_audit(params: MultiDict[str]) -> dict[str, str]:
+    """A JSON-ready copy of the form (NFC; Twilio never repeats a name, the last wins)."""
+    return {key: nfc(value) for key, value in params.items()}
+
+
+def verify_signature(settings: Any, request: RawRequest) -> None:
+    """Check X-Twilio-Signature against the public URL; SignatureError(403) otherwise."""
+    token = str(getattr(settings, "twilio_auth_token", "") or "")
+    signature = request.header(SIGNATURE_HEADER)
+    if not token:
+        raise SignatureError("twilio auth token not configured", status=403)
+    if not signature:
+        raise SignatureError("missing X-Twilio-Signature", status=403)
+    url = public_url(settings, request)
+    params: Any
+    if is_form(request):
+        try:
+            params = form_params(request)
+        except MalformedError:
+            params = {}
+    elif "bodySHA256=" in url:
+        params = request.body.decode("utf-8", errors="replace")  # JSON webhooks: hash in URL
+    else:
+        params = {}
+    algorithm = get_signature_algorithm(request.header(SIGNATURE_SETTINGS_HEADER))
+    if not RequestValidator(token).validate(url, params, signature, algorithm):
+        raise SignatureError("X-Twilio-Signature does not match", status=403)
+
+
+def sign(token: str, url: str, params: Mapping[str, str] | MultiDict[str]) -> str:
+    """The X-Twilio-Signature Twilio would send (used by tests and the fake API)."""
+    return RequestValidator(token).compute_signature(url, params)
+
+
+def tel_urn(number: str | None) -> str | None:
+    """'tel:+84…' for an E.164 caller; None for anonymous/client/SIP callers."""
+    if not number:
+        return None
+    number = number.strip()
+    if number.startswith("+") and number[1:].isdigit() and len(number) > 4:
+        return "tel:" + number
+    return None
+
+
+def number_of(urn: str) -> str:
+    """The phone number in a 'tel:' URN; SendError (not retryable) for anything else."""
+    if not urn.startswith("tel:") or len(urn) <= 4:
+        raise SendError(f"not a phone number URN: {urn[:8]}…", retryable=False, code="bad_urn")
+    return urn[4:]
+
+
+class SessionHttpClient(AsyncHttpClient):
+    """twilio's async HTTP client interface on top of the app's shared aiohttp session."""
+
+    def __init__(self, session: aiohttp.ClientSession | None, timeout: float = 15.0) -> None:
+        import logging
+
+        super().__init__(logging.getLogger("twilio.http_client"), True, timeout)
+        self.session = session
+
+    async def request(
+        self,
+        method: str,
+        url: str,
+        params: dict[str, object] | None = None,
+        data: dict[str, object] | None = None,
+        headers: dict[str, str] | None = None,
+        auth: tuple[str, str] | None = None,
+        timeout: float | None = None,  # noqa: ASYNC109 - twilio HttpClient signature
+        allow_redirects: bool = False,
+    ) -> TwilioResponse:
+        """Make one request; the caller (twilio's Version) raises on error statuses."""
+        basic = aiohttp.BasicAuth(auth[0], auth[1]) if auth else None
+        client_timeout = aiohttp.ClientTimeout(total=timeout or self.timeout)
+        session = self.session
+        own = session is None or session.closed
+        if own:
+            session = aiohttp.ClientSession()
+        assert session is not None
+        try:
+            async with session.request(
+                method.upper(), url, params=params, data=data, headers=headers, auth=basic,
+                timeout=client_timeout, allow_redirects=allow_redirects,
+            ) as resp:
+                text = await resp.text()
+                _last_headers.set(dict(resp.headers))
+                return TwilioResponse(resp.status, text, resp.headers)
+        finally:
+            if own:
+                await session.close()
+
+
+def make_client(settings: Any, http: aiohttp.ClientSession | None) -> Client:
+    """A twilio.rest.Client whose API domain is `settings.twilio_api_base` (fake in tests)."""
+    client = Client(
+        settings.twilio_account_sid,
+        settings.twilio_auth_token,
+        http_client=SessionHttpClient(http),
+    )
+    # twilio 9: every REST resource builds its URL from the domain's `base_url` at call time.
+    client.api.base_url = str(settings.twilio_api_base).rstrip("/")
+    return client
+
+
+def send_error(exc: BaseException) -> SendError:
+    """Map a REST/network failure to a SendError with its retry policy."""
+    if isinstance(exc, TwilioRestException):
+        status = int(exc.status or 0)
+        code = str(exc.code) if exc.code is not None else str(status)
+        retry_after: float | None = None
+        headers = _last_headers.get() or {}
+        value = next((v for k, v in headers.items() if k.lower() == "retry-after"), None)
+        if value:
+            try:
+                retry_after = float(value)
+            except ValueError:
+                retry_after = None
+        if status == 429 or status >= 500:
+            return SendError(f"twilio {status} ({code})", retryable=True,
+                             retry_after=retry_after, code=code)
+        # 400-level: 21211 invalid 'To', 21610 unsubscribed (STOP), 21408 region disabled …
+        return SendError(f"twilio {status} ({code}): {exc.msg}", retryable=False, code=code)
+    if isinstance(exc, aiohttp.ClientError | TimeoutError | OSError):
+        return SendError(f"twilio unreachable: {type(exc).__name__}", retryable=True,
+                         code="network")
+    return SendError(f"twilio send failed: {type(exc).__name__}", retryable=False)
+
+
+def media_kind(mime: str | None) -> str:
+    """Attachment kind from a MIME type."""
+    major = (mime or "").split("/")[0].lower()
+    return major if major in ("image", "audio", "video") else "file"
+
+
+def _host_ok(host: str, configured: str, suffixes: tuple[str, ...]) -> bool:
+    host = host.lower()
+    return bool(host) and (
+        host == configured or host == "api.twilio.com" or host.endswith(suffixes)
+    )
+
+
+async def fetch_twilio_media(
+    settings: Any, http: aiohttp.ClientSession | None, attachment: Attachment, max_bytes: int
+) -> tuple[bytes, str | None]:
+    """Download Twilio media/recordings with Basic auth, following Twilio's CDN redirect.
+
+    Only URLs on api.twilio.com, *.twilio.com or the configured API host are fetched; the
+    credentials are sent to those hosts only, never to the CDN the redirect points at.
+    Errors are SendError: retryable for 429/5xx/network, not for 4xx/too large/bad host.
+    """
+    configured = (urlsplit(str(settings.twilio_api_base)).hostname or "").lower()
+    url = attachment.url
+    first = urlsplit(url)
+    if first.scheme not in ("https", "http") or not _host_ok(
+        first.hostname or "", configured, TWILIO_HOST_SUFFIXES
+    ):
+        raise SendError("media URL is not on a Twilio host", retryable=False, code="bad_host")
+    if first.scheme == "http" and (first.hostname or "").lower() != configured:
+        raise SendError("media URL is not https", retryable=False, code="bad_host")
+    auth = aiohttp.BasicAuth(settings.twilio_account_sid, settings.twilio_auth_token)
+    session = http if http is not None and not http.closed else aiohttp.ClientSession()
+    own = session is not http
+    try:
+        for _ in range(MAX_MEDIA_REDIRECTS + 1):
+            host = (urlsplit(url).hostname or "").lower()
+            send_auth = _host_ok(host, configured, TWILIO_HOST_SUFFIXES)
+            async with session.get(url, auth=auth if send_auth else None,
+                                   allow_redirects=False) as resp:
+                if resp.status in (301, 302, 303, 307, 308):
+                    target = urljoin(url, resp.headers.get("Location", ""))
+                    parts = urlsplit(target)
+                    thost = (parts.hostname or "").lower()
+                    if not _host_ok(thost, configured, REDIRECT_HOST_SUFFIXES) or (
+                        parts.scheme != "https" and thost != configured
+                    ):
+                        raise SendError("media redirect leaves Twilio", retryable=False,
+                                        code="bad_redirect")
+                    url = target
+                    continue
+                if resp.status == 429 or resp.status >= 500:
+                    raise SendError(f"media download {resp.status}", retryable=True,
+                                    code=str(resp.status))
+                if resp.status != 200:
+                    raise SendError(f"media download {resp.status}", retryable=False,
+                                    code=str(resp.status))
+                if resp.content_length is not None and resp.content_length > max_bytes:
+                    raise SendError("media too large", retryable=False, code="too_large")
+                chunks: list[bytes] = []
+                size = 0
+                async for chunk in resp.content.iter_chunked(65536):
+                    size += len(chunk)
+                    if size > max_bytes:
+                        raise SendError("media too large", retryable=False, code="too_large")
+                    chunks.append(chunk)
+                mime = resp.headers.get("Content-Type", attachment.mime or "")
+                return b"".join(chunks), (mime.split(";")[0].strip() or attachment.mime)
+        raise SendError("too many media redirects", retryable=False, code="redirects")
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise SendError(f"media download failed: {type(exc).__name__}", retryable=True,
+                        code="network") from exc
+    finally:
+        if own:
+            await session.close()

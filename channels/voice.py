@@ -1,0 +1,249 @@
+"""The voice hotline on Twilio Programmable Voice: a recorded message, or a live Media Stream.
+
+Provider docs:
+- Incoming call webhook: https://www.twilio.com/docs/voice/twiml#request-parameters
+- <Record>: https://www.twilio.com/docs/voice/twiml/record (action, recordingStatusCallback)
+- Recording status callback params (AccountSid, CallSid, RecordingSid, RecordingUrl,
+  RecordingStatus, RecordingDuration, RecordingChannels, RecordingSource, ErrorCode — no From):
+  https://www.twilio.com/docs/voice/api/recording#recordingstatuscallback
+- <Connect><Stream>: https://www.twilio.com/docs/voice/twiml/stream (the WebSocket side lives
+  in gateway/voice_stream.py).
+
+Paths (all POST, all signed):
+- /webhooks/twilio/voice            call start → TwiML (greeting + <Record>, or <Connect><Stream>);
+                                    also the <Record action> (has RecordingSid) → goodbye TwiML.
+- /webhooks/twilio/voice/recording  recordingStatusCallback → one InboundMessage when completed.
+- /webhooks/twilio/voice/status     call status callbacks → ignored.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, ClassVar
+from urllib.parse import urlencode, urlsplit
+
+from twilio.twiml.voice_response import VoiceResponse
+
+from channels.base import (
+    Ack,
+    Attachment,
+    Channel,
+    InboundMessage,
+    OutboundMessage,
+    RawRequest,
+    SendError,
+    SendResult,
+    utcnow,
+)
+from channels.sms import SmsChannel
+from channels.twilio_common import (
+    TWIML_TYPE,
+    fetch_twilio_media,
+    params_for_audit,
+    require_form,
+    tel_urn,
+    verify_signature,
+)
+
+log = logging.getLogger("paht.channels.voice")
+
+CALL_PATH = "/webhooks/twilio/voice"
+RECORDING_PATH = "/webhooks/twilio/voice/recording"
+STATUS_PATH = "/webhooks/twilio/voice/status"
+MEDIA_PATH = "/webhooks/twilio/media"
+
+VOICE = "Google.vi-VN-Standard-A"  # Polly/alice have no vi-VN (PROTOCOLS §5)
+LANGUAGE = "vi-VN"
+
+
+def caller_sender(from_number: str | None, call_sid: str) -> str:
+    """'tel:+84…' when the caller's number is known, else 'call:<CallSid>' (linked later)."""
+    return tel_urn(from_number) or f"call:{call_sid}"
+
+
+class VoiceChannel(Channel):
+    """Twilio Voice hotline: TwiML answers, recordings become reports."""
+
+    name: ClassVar[str] = "voice"
+    max_body_bytes: ClassVar[int] = 64_000
+
+    # Citizen-facing texts; the lead passes config/messages.vi.toml in via `messages`.
+    greeting: ClassVar[str] = (
+        "Xin chào, đây là đường dây nóng tiếp nhận phản ánh hiện trường. Sau tiếng bíp, "
+        "xin nói nội dung phản ánh và địa điểm, rồi bấm phím thăng."
+    )
+    stream_greeting: ClassVar[str] = (
+        "Xin chào, đây là đường dây nóng tiếp nhận phản ánh hiện trường. Xin nói nội dung "
+        "phản ánh và địa điểm. Nói xong, xin bấm phím thăng hoặc gác máy."
+    )
+    goodbye: ClassVar[str] = (
+        "Cảm ơn quý vị. Phản ánh đã được ghi nhận, chúng tôi sẽ nhắn tin mã số theo dõi. "
+        "Xin chào."
+    )
+    messages: Mapping[str, str] = {}  # the lead sets config texts per instance
+
+    @classmethod
+    def enabled(cls, settings: Any) -> bool:
+        """Needs the account SID and auth token."""
+        return bool(settings.twilio_account_sid and settings.twilio_auth_token)
+
+    def text(self, key: str, default: str) -> str:
+        """A citizen-facing text from `messages` (config) or the built-in default."""
+        value = self.messages.get(key) if self.messages else None
+        return value or default
+
+    @property
+    def voice_mode(self) -> str:
+        """'record' (default) or 'stream' (real-time Media Streams)."""
+        return str(getattr(self.settings, "voice_mode", "record") or "record")
+
+    def public(self, path: str) -> str:
+        """Absolute public URL of one of our paths."""
+        return str(self.settings.public_base_url).rstrip("/") + path
+
+    def stream_url(self) -> str:
+        """The wss:// URL of the Media Streams route (Twilio wants wss, no query string)."""
+        url = self.public(MEDIA_PATH)
+        if url.startswith("https://"):
+            return "wss://" + url[len("https://"):]
+        if url.startswith("http://"):
+            return "ws://" + url[len("http://"):]
+        return url
+
+    def verify(self, request: RawRequest) -> None:
+        """X-Twilio-Signature over the public URL and the form params."""
+        verify_signature(self.settings, request)
+
+    @staticmethod
+    def _path(request: RawRequest) -> str:
+        return urlsplit(request.url).path.rstrip("/") or "/"
+
+    def parse(self, request: RawRequest) -> list[InboundMessage]:
+        """Only a completed recording is a message; call starts and statuses are not."""
+        params = require_form(request)
+        if self._path(request) != RECORDING_PATH:
+            return []
+        status = (params.get("RecordingStatus") or "").lower()
+        if status != "completed":
+            log.info("recording callback ignored", extra={"recording_status": status or "-"})
+            return []
+        recording_sid = params.get("RecordingSid", "")
+        recording_url = params.get("RecordingUrl", "")
+        call_sid = params.get("CallSid", "")
+        if not recording_sid or not recording_url:
+            log.warning("completed recording without RecordingSid/RecordingUrl")
+            return []
+        raw: dict[str, Any] = params_for_audit(params)
+        # Recording callbacks carry no From; our recordingStatusCallback URL adds it as a
+        # query parameter (covered by the signature), else the lead links call:<CallSid>.
+        query = dict(request.query) or {}
+        from_number = params.get("From") or query.get("From")
+        duration = (params.get("RecordingDuration") or "").strip()
+        try:
+            seconds = int(duration) if duration else 0
+        except ValueError:
+            seconds = 0
+        raw["CallSid"] = call_sid
+        raw["RecordingDuration"] = duration
+        if seconds <= 0:
+            raw["silent"] = True  # empty/silent recordings are recorded as such, not dropped
+        return [InboundMessage(
+            channel=self.name,
+            external_id=recording_sid,
+            sender=caller_sender(from_number, call_sid),
+            text="",
+            received_at=utcnow(),
+            attachments=(Attachment(kind="audio", url=recording_url + ".wav", mime="audio/wav"),),
+            raw=raw,
+        )]
+
+    def _say(self, response: VoiceResponse, text: str) -> None:
+        response.say(text, voice=VOICE, language=LANGUAGE)
+
+    def call_twiml(self, params: Mapping[str, str]) -> str:
+        """TwiML for a new call: greeting + <Record>, or <Connect><Stream> in stream mode."""
+        response = VoiceResponse()
+        caller = tel_urn(params.get("From"))
+        if self.voice_mode == "stream":
+            self._say(response, self.text("voice_stream_greeting", self.stream_greeting))
+            connect = response.connect()
+            stream = connect.stream(url=self.stream_url())
+            # Media Streams forbid query strings: custom data travels as <Parameter>s and
+            # comes back in start.customParameters.
+            if caller:
+                stream.parameter(name="From", value=caller[4:])
+            # Runs once we close the socket (after '#', the time limit, or end of stream).
+            self._say(response, self.text("voice_goodbye", self.goodbye))
+            response.hangup()
+            return str(response)
+        self._say(response, self.text("voice_greeting", self.greeting))
+        callback = self.public(RECORDING_PATH)
+        if caller:
+            callback += "?" + urlencode({"From": caller[4:]})
+        response.record(
+            # Without an action Twilio re-requests this document and the greeting would loop.
+            action=self.public(CALL_PATH) + "?step=recorded",
+            method="POST",
+            max_length=int(getattr(self.settings, "voice_max_seconds", 120) or 120),
+            timeout=5,
+            finish_on_key="#",
+            play_beep=True,
+            trim="trim-silence",
+            recording_status_callback=callback,
+            recording_status_callback_method="POST",
+            recording_status_callback_event="completed",
+        )
+        # Reached when nothing was recorded (Twilio skips the action for empty recordings).
+        self._say(response, self.text("voice_goodbye", self.goodbye))
+        response.hangup()
+        return str(response)
+
+    def recorded_twiml(self) -> str:
+        """The <Record action> answer: thank the caller and hang up."""
+        response = VoiceResponse()
+        self._say(response, self.text("voice_goodbye", self.goodbye))
+        response.hangup()
+        return str(response)
+
+    def ack(self, request: RawRequest, messages: list[InboundMessage]) -> Ack:
+        """TwiML for the call webhook; an empty <Response/> for callbacks."""
+        if self._path(request) == CALL_PATH:
+            params = require_form(request)
+            if params.get("RecordingSid") or request.query.get("step") == "recorded":
+                body = self.recorded_twiml()
+            else:
+                body = self.call_twiml(params)
+        else:
+            body = str(VoiceResponse())
+        return Ack(status=200, body=body.encode("utf-8"), content_type=TWIML_TYPE)
+
+    async def send(self, message: OutboundMessage) -> SendResult:
+        """Answers to a caller go out by SMS to the number that called."""
+        if not message.recipient.startswith("tel:"):
+            raise SendError("caller number unknown (withheld or not linked yet)",
+                            retryable=False, code="no_number")
+        sms = SmsChannel(self.settings, self.http, self.tokens)
+        return await sms.send(replace(message, channel="sms"))
+
+    async def fetch_media(self, attachment: Attachment, max_bytes: int) -> tuple[bytes, str | None]:
+        """Download a recording (Twilio) or read a stream recording saved under media/calls."""
+        if attachment.url.startswith("file://"):
+            return self._read_local(attachment, max_bytes)
+        return await fetch_twilio_media(self.settings, self.http, attachment, max_bytes)
+
+    def _read_local(self, attachment: Attachment, max_bytes: int) -> tuple[bytes, str | None]:
+        calls = (Path(self.settings.resolved_media_dir()) / "calls").resolve()
+        path = Path(attachment.url[len("file://"):]).resolve()
+        if not path.is_relative_to(calls):
+            raise SendError("local media outside media/calls", retryable=False, code="bad_path")
+        try:
+            size = path.stat().st_size
+            if size > max_bytes:
+                raise SendError("media too large", retryable=False, code="too_large")
+            return path.read_bytes(), attachment.mime or "audio/wav"
+        except FileNotFoundError as exc:
+            raise SendError("stream recording missing", retryable=False,
+                            code="missing") from exc
