@@ -1,6 +1,182 @@
-"""The `paht` command line."""
+"""The `paht` command line: serve, classify, transcribe, db, operator, keywords, models."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import getpass
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gateway.settings import Settings
 
 
-def main() -> None:
-    """Entry point (filled in below)."""
-    raise SystemExit("not yet")
+def _serve(args: argparse.Namespace) -> int:
+    from aiohttp import web
+
+    from gateway.app import create_app
+    from gateway.logs import setup_logging
+
+    settings = Settings()
+    updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    settings = settings.model_copy(update=updates)
+    setup_logging(settings.log_level, settings.log_json)
+    app = create_app(settings)
+    if args.telegram_polling:
+        from gateway.polling import enable_telegram_polling
+
+        enable_telegram_polling(app)
+    url = f"http://{settings.host}:{settings.port}/"
+    print(f"PAHT Gateway: mở {url} để gửi phản ánh qua web chat (open {url})", flush=True)
+    web.run_app(app, host=settings.host, port=settings.port, print=None,
+                access_log=None, shutdown_timeout=10)
+    return 0
+
+
+def _classify(args: argparse.Namespace) -> int:
+    from nlp.classifier import Classifier
+
+    settings = Settings()
+    clf = Classifier.load(settings.config_dir, min_score=settings.review_min_score,
+                          min_margin=settings.review_min_margin)
+    out = sys.stdout
+    for line in sys.stdin:
+        line = line.rstrip("\n")
+        if not line.strip():
+            continue
+        text = line
+        extra: dict[str, object] = {}
+        if args.jsonl:
+            try:
+                obj = json.loads(line)
+            except json.JSONDecodeError as exc:
+                print(f"paht classify: bad JSON line: {exc}", file=sys.stderr)
+                return 2
+            text = str(obj.get("text", ""))
+            extra = {k: v for k, v in obj.items() if k == "id"}
+        result = clf.classify(text).to_dict()
+        out.write(json.dumps({**extra, **result}, ensure_ascii=False) + "\n")
+    return 0
+
+
+def _transcribe(args: argparse.Namespace) -> int:
+    from nlp.speech_cli import transcribe_command
+
+    settings = Settings()
+    model = args.model
+    if model is None:
+        model = settings.whisper_model if args.engine == "whisper" else settings.vosk_model
+    return transcribe_command(args.files, args.engine, Path(model) if model else None)
+
+
+def _models_download(args: argparse.Namespace) -> int:
+    from nlp.speech_cli import models_download_command
+
+    dest = Path(args.dest) if args.dest else Settings().var_dir / "models"
+    return models_download_command(args.name, dest)
+
+
+def _db_upgrade(args: argparse.Namespace) -> int:
+    from store.migrate import upgrade
+
+    settings = Settings()
+    upgrade(settings.database_url, args.revision)
+    print(f"database at revision {args.revision}")
+    return 0
+
+
+def _operator_add(args: argparse.Namespace) -> int:
+    from gateway.accounts import add_operator
+
+    if args.password_stdin:
+        password = sys.stdin.readline().rstrip("\n")
+    else:
+        password = getpass.getpass("Mật khẩu (password): ")
+        if password != getpass.getpass("Nhập lại (repeat): "):
+            print("passwords differ", file=sys.stderr)
+            return 2
+    if len(password) < 10:
+        print("password must have at least 10 characters", file=sys.stderr)
+        return 2
+    asyncio.run(add_operator(Settings(), args.name, password, args.role, args.display_name))
+    print(f"operator {args.name} ({args.role}) saved")
+    return 0
+
+
+def _keywords_suggest(args: argparse.Namespace) -> int:
+    from gateway.keywords import suggest_command
+
+    return asyncio.run(suggest_command(Settings(), args.min_count, sys.stdout))
+
+
+def _telegram_set_webhook(args: argparse.Namespace) -> int:
+    from channels.telegram import set_webhook
+
+    result = asyncio.run(set_webhook(Settings()))
+    print(json.dumps(result, ensure_ascii=False))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of `paht`."""
+    parser = argparse.ArgumentParser(prog="paht", description="PAHT Gateway")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("serve", help="run the gateway (default 127.0.0.1:8080)")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--telegram-polling", action="store_true",
+                   help="fetch Telegram updates by long polling (no public URL needed)")
+    p.set_defaults(func=_serve)
+
+    p = sub.add_parser("classify", help="classify text lines from stdin into JSON lines")
+    p.add_argument("--jsonl", action="store_true", help="input lines are JSON with a text field")
+    p.set_defaults(func=_classify)
+
+    p = sub.add_parser("transcribe", help="transcribe audio files into JSON lines")
+    p.add_argument("files", nargs="+")
+    p.add_argument("--engine", default="vosk", choices=["vosk", "whisper"])
+    p.add_argument("--model", help="model directory (default PAHT_VOSK_MODEL/PAHT_WHISPER_MODEL)")
+    p.set_defaults(func=_transcribe)
+
+    p = sub.add_parser("models", help="speech models")
+    msub = p.add_subparsers(dest="models_command", required=True)
+    d = msub.add_parser("download", help="download an official model (e.g. vi)")
+    d.add_argument("name")
+    d.add_argument("--dest")
+    d.set_defaults(func=_models_download)
+
+    p = sub.add_parser("db", help="database")
+    dsub = p.add_subparsers(dest="db_command", required=True)
+    u = dsub.add_parser("upgrade", help="apply migrations")
+    u.add_argument("revision", nargs="?", default="head")
+    u.set_defaults(func=_db_upgrade)
+
+    p = sub.add_parser("operator", help="console accounts")
+    osub = p.add_subparsers(dest="operator_command", required=True)
+    a = osub.add_parser("add", help="create or update an operator")
+    a.add_argument("name")
+    a.add_argument("--role", default="operator", choices=["operator", "supervisor", "admin"])
+    a.add_argument("--display-name")
+    a.add_argument("--password-stdin", action="store_true")
+    a.set_defaults(func=_operator_add)
+
+    p = sub.add_parser("keywords", help="classifier keywords")
+    ksub = p.add_subparsers(dest="keywords_command", required=True)
+    s = ksub.add_parser("suggest", help="phrases to add, mined from operator corrections")
+    s.add_argument("--min-count", type=int, default=2)
+    s.set_defaults(func=_keywords_suggest)
+
+    p = sub.add_parser("telegram", help="Telegram bot")
+    tsub = p.add_subparsers(dest="telegram_command", required=True)
+    w = tsub.add_parser("set-webhook", help="register PAHT_PUBLIC_BASE_URL/webhooks/telegram")
+    w.set_defaults(func=_telegram_set_webhook)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Entry point of the `paht` console script."""
+    args = build_parser().parse_args(argv)
+    raise SystemExit(args.func(args))

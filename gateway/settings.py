@@ -58,6 +58,9 @@ class Settings(BaseSettings):
     worker_concurrency: int = 4
     worker_poll_seconds: float = 1.0
     worker_max_attempts: int = 5
+    worker_lease_seconds: float = 30.0
+    run_workers: bool = True  # background worker, outbox and scheduler in this process
+    auto_migrate: bool = True  # apply migrations at start on SQLite
     conversation_window_minutes: int = 10
 
     # Operator console
@@ -101,6 +104,8 @@ class Settings(BaseSettings):
     twilio_number: str = ""
     twilio_api_base: str = "https://api.twilio.com"
     sms_ascii_fallback: bool = False
+    voice_mode: Literal["record", "stream"] = "record"
+    voice_max_seconds: int = 120
 
     # Speech
     stt_engine: str = "vosk"  # engine for both flows, or "stream=vosk,recording=whisper"

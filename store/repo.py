@@ -238,3 +238,34 @@ class DbTokenStore:
                 )
             await session.commit()
             return bool(result.rowcount)
+
+
+async def claim_outbox(
+    session: AsyncSession, kinds: Sequence[str], limit: int, lease: timedelta
+) -> list[Any]:
+    """Claim due outbox rows of `kinds` (a lease: a crashed sender's rows come back)."""
+    from store.models import Outbox
+
+    now = utcnow()
+    table = Outbox.__table__
+    pick = (
+        sa.select(table.c.id)
+        .where(table.c.status == "pending", table.c.next_attempt_at <= now,
+               table.c.kind.in_(list(kinds)))
+        .order_by(table.c.id)
+        .limit(limit)
+    )
+    if dialect_name(session) == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        sa.update(table)
+        .where(table.c.id.in_(pick.scalar_subquery()))
+        .values(attempts=table.c.attempts + 1, next_attempt_at=now + lease)
+        .returning(table.c.id)
+    )
+    ids = [r[0] for r in (await session.execute(stmt)).all()]
+    await session.commit()
+    if not ids:
+        return []
+    rows = await session.exec(select(Outbox).where(col(Outbox.id).in_(ids)))
+    return sorted(rows.all(), key=lambda r: r.id or 0)

@@ -1,0 +1,33 @@
+"""`paht serve --telegram-polling`: Telegram long polling for a developer without a public URL.
+
+Updates go through the same parse code and the same durable ingest as the webhook.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+
+from aiohttp import web
+
+from gateway.keys import CHANNELS, INGESTOR
+
+
+def enable_telegram_polling(app: web.Application) -> None:
+    """Start long polling with the app (after the channels exist), stop it on shutdown."""
+
+    async def _ctx(app: web.Application) -> AsyncIterator[None]:
+        from channels.telegram import run_polling
+
+        channel = app[CHANNELS].get("telegram")
+        if channel is None:
+            raise RuntimeError("Telegram polling needs PAHT_TELEGRAM_TOKEN")
+        stop = asyncio.Event()
+        task = asyncio.create_task(run_polling(channel, app[INGESTOR].accept, stop))
+        yield
+        stop.set()
+        with contextlib.suppress(asyncio.CancelledError, TimeoutError):
+            await asyncio.wait_for(task, timeout=35)
+
+    app.cleanup_ctx.append(_ctx)

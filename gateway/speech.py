@@ -1,0 +1,77 @@
+"""Speech-to-text for the gateway: which engine serves which flow, in a warmed process pool.
+
+`PAHT_STT_ENGINE` is "vosk" (both flows) or "stream=vosk,recording=whisper". Without a model
+the gateway still runs: audio is kept and the report is flagged `transcript_pending`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from gateway.settings import Settings
+
+log = logging.getLogger("paht.speech")
+
+
+class Speech:
+    """The flows (stream, recording) mapped to engines of one `nlp.stt.SpeechPool`."""
+
+    def __init__(self, settings: Settings, pool: Any, flows: dict[str, str],
+                 models: dict[str, Path]) -> None:
+        self.settings = settings
+        self.pool = pool
+        self.flows = flows
+        self.models = models
+        self._stream_transcriber: Any = None
+
+    def available_for(self, flow: str) -> bool:
+        """True when the engine of `flow` has a model loaded."""
+        engine = self.flows.get(flow)
+        return engine is not None and self.pool.available(engine)
+
+    async def transcribe_flow(self, audio: bytes, flow: str) -> Any:
+        """Transcribe encoded audio with the engine configured for `flow`."""
+        return await self.pool.transcribe(audio, self.flows[flow])
+
+    def streaming_transcriber(self) -> Any:
+        """An in-process transcriber for live calls (Media Streams), or None without a model."""
+        engine = self.flows.get("stream")
+        if engine is None or engine not in self.models:
+            return None
+        if self._stream_transcriber is None:
+            from nlp.stt import load_transcriber
+
+            self._stream_transcriber = load_transcriber(engine, self.models[engine])
+        return self._stream_transcriber
+
+    def describe(self) -> dict[str, str]:
+        """For /readyz: each flow's engine and whether its model is there."""
+        return {
+            flow: f"{engine}: {'ready' if self.pool.available(engine) else 'no model, queued'}"
+            for flow, engine in self.flows.items()
+        }
+
+    def close(self) -> None:
+        """Stop the worker processes."""
+        self.pool.close()
+
+
+async def start_speech(settings: Settings) -> Speech | None:
+    """Build and warm the speech pool; None when nlp.stt is unavailable."""
+    try:
+        from nlp.stt import SpeechPool, parse_engine_spec
+    except ImportError:
+        log.warning("speech-to-text not installed")
+        return None
+    flows = parse_engine_spec(settings.stt_engine)
+    dirs = {"vosk": settings.vosk_model, "whisper": settings.whisper_model}
+    models = {e: Path(d) for e, d in dirs.items() if d is not None and Path(d).is_dir()}
+    for engine in set(flows.values()) - set(models):
+        log.warning("no model for speech engine; audio is kept for later",
+                    extra={"engine": engine})
+    pool = SpeechPool(models, workers=settings.stt_workers)
+    if models:
+        await pool.warm()
+    return Speech(settings, pool, flows, models)
