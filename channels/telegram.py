@@ -359,12 +359,14 @@ class TelegramChannel(Channel):
         except Exception as exc:
             raise send_error(exc, self.settings.telegram_token) from None
 
-    async def close(self) -> None:
-        """Shut PTB's HTTP client down (call on app cleanup)."""
+    async def stop(self) -> None:
+        """Shut PTB's HTTP client down (the app calls it on cleanup)."""
         async with self._lock:
             if self._application is not None:
                 await self._application.shutdown()
                 self._application = None
+
+    close = stop
 
     # --- outbound --------------------------------------------------------------------------
 
@@ -485,3 +487,13 @@ class TelegramChannel(Channel):
         finally:
             if session is not self.http:
                 await session.close()
+
+
+def __getattr__(name: str) -> Any:
+    # `from channels.telegram import set_webhook, run_polling` (CLI helpers) without an
+    # import cycle: they live in channels/telegram_polling.py.
+    if name in ("set_webhook", "run_polling"):
+        from channels import telegram_polling
+
+        return getattr(telegram_polling, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -385,6 +385,7 @@ async def test_set_webhook_rejects_bad_secret(fake: FakeTelegram) -> None:
     assert not fake.calls
 
 
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBUserWarning")
 async def test_polling_accepts_before_confirming(channel: TelegramChannel,
                                                  fake: FakeTelegram) -> None:
     fake.pending = [json.loads(body(n)) for n in ("text", "photo_caption", "voice", "sticker")]
@@ -412,7 +413,8 @@ async def test_polling_accepts_before_confirming(channel: TelegramChannel,
     assert [m.external_id for m in batches[0]] == ["900000001", "900000004", "900000005"]
     assert [m.external_id for m in batches[1]] == ["edit:900000020"]
     # same parse code as the webhook
-    assert batches[0][1] == TelegramChannel(make_settings()).parse(request(body("photo_caption")))[0]
+    webhook = TelegramChannel(make_settings()).parse(request(body("photo_caption")))
+    assert batches[0][1] == webhook[0]
 
 
 async def test_polling_stops_mid_poll(channel: TelegramChannel, fake: FakeTelegram) -> None:
@@ -420,3 +422,59 @@ async def test_polling_stops_mid_poll(channel: TelegramChannel, fake: FakeTelegr
     stop.set()
     await run_polling(channel, lambda _: asyncio.sleep(0), stop)
     assert not fake.named("getUpdates")
+
+
+# --- through the real webhook route -------------------------------------------------------
+
+@pytest.fixture
+async def app_client(aiohttp_client: Any, tmp_path: Path) -> Any:
+    from gateway.app import create_app
+
+    settings = make_settings(database_url=f"sqlite:///{tmp_path}/paht.db", var_dir=tmp_path,
+                             run_workers=False)
+    return await aiohttp_client(create_app(settings))
+
+
+async def stored_events(client: Any) -> list[Any]:
+    from sqlmodel import select
+
+    from gateway.keys import SESSIONS
+    from store.models import InboundEvent
+
+    async with client.app[SESSIONS]() as session:
+        return list((await session.exec(select(InboundEvent))).all())
+
+
+async def post(client: Any, raw: bytes, secret: str | None = SECRET) -> Any:
+    headers = {"Content-Type": "application/json"}
+    if secret is not None:
+        headers[SECRET_HEADER] = secret
+    return await client.post("/webhooks/telegram", data=raw, headers=headers)
+
+
+async def test_route_stores_once(app_client: Any) -> None:
+    first = await post(app_client, body("text"))
+    assert first.status == 200
+    again = await post(app_client, body("text"))  # Telegram resends after 60 s without 2xx
+    assert again.status == 200
+    events = await stored_events(app_client)
+    assert [(e.channel, e.external_id, e.sender) for e in events] == [
+        ("telegram", "900000001", f"telegram:{CHAT}")
+    ]
+
+
+@pytest.mark.parametrize(
+    ("fixture", "secret", "status"),
+    [
+        ("text", None, 403),
+        ("text", "wrong", 403),
+        ("malformed", SECRET, 400),
+        ("sticker", SECRET, 200),
+        ("my_chat_member", SECRET, 200),
+    ],
+)
+async def test_route_rejects_and_ignores(app_client: Any, fixture: str, secret: str | None,
+                                         status: int) -> None:
+    resp = await post(app_client, body(fixture), secret)
+    assert resp.status == status
+    assert await stored_events(app_client) == []
