@@ -334,3 +334,44 @@ async def test_fetch_media_refuses_other_hosts(url: str) -> None:
         with pytest.raises(SendError) as err:
             await channel.fetch_media(Attachment("image", url), max_bytes=1000)
     assert err.value.code == "media_host" and not err.value.retryable
+
+
+# -- through the real app (tests/conftest.py fixtures) -----------------------------------------
+
+
+async def _stored_ids(client: Any, channel: str) -> list[str]:
+    from sqlmodel import select
+
+    from gateway.keys import SESSIONS
+    from store.models import InboundEvent
+
+    async with client.app[SESSIONS]() as session:
+        query = select(InboundEvent.external_id).where(InboundEvent.channel == channel)
+        return list((await session.exec(query)).all())
+
+
+async def test_route_stores_each_message_once(settings_factory: Any, gateway_client: Any) -> None:
+    settings = settings_factory(facebook_app_secret=APP_SECRET,
+                                facebook_verify_token=VERIFY_TOKEN,
+                                facebook_page_token=PAGE_TOKEN)
+    client = await gateway_client(settings)
+    resp = await client.get("/webhooks/facebook", params={
+        "hub.mode": "subscribe", "hub.verify_token": VERIFY_TOKEN, "hub.challenge": "42"})
+    assert resp.status == 200 and await resp.text() == "42"
+    for name, status in [("text", 200), ("text", 200), ("batch", 200), ("batch", 200),
+                         ("bad_signature", 403), ("missing_signature", 403),
+                         ("malformed_json", 400), ("echo", 200)]:
+        _, raw = load_case(FIXTURES / f"{name}.json")
+        resp = await client.post("/webhooks/facebook", data=raw.body, headers=dict(raw.headers))
+        assert resp.status == status, name
+    stored = await _stored_ids(client, "facebook")
+    assert sorted(stored) == sorted([
+        "m_AG5Hz2Uq7tuwNEhXfYYKj8mJEM_QPpz5jdCK48PnKAjSdjfipqxqMvK8ma6AC8fplwlqLP_5cgXIbu7I3rBN0P",
+        "m_b1", "m_b2", "m_b3", "m_pb1"])
+
+
+async def test_route_404_when_not_configured(settings_factory: Any, gateway_client: Any) -> None:
+    client = await gateway_client(settings_factory(facebook_app_secret=""))
+    _, raw = load_case(FIXTURES / "text.json")
+    resp = await client.post("/webhooks/facebook", data=raw.body, headers=dict(raw.headers))
+    assert resp.status == 404

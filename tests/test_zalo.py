@@ -390,3 +390,34 @@ async def test_fetch_media_refuses_other_hosts(url: str) -> None:
         with pytest.raises(SendError) as err:
             await channel.fetch_media(Attachment("audio", url), max_bytes=1000)
     assert err.value.code == "media_host"
+
+
+# -- through the real app (tests/conftest.py fixtures) -------------------------------------------
+
+
+async def _stored_ids(client: Any, channel: str) -> list[str]:
+    from sqlmodel import select
+
+    from gateway.keys import SESSIONS
+    from store.models import InboundEvent
+
+    async with client.app[SESSIONS]() as session:
+        query = select(InboundEvent.external_id).where(InboundEvent.channel == channel)
+        return list((await session.exec(query)).all())
+
+
+async def test_route_stores_each_message_once(settings_factory: Any, gateway_client: Any) -> None:
+    settings = settings_factory(zalo_app_id=APP_ID, zalo_app_secret=APP_SECRET,
+                                zalo_oa_secret=OA_SECRET, zalo_access_token="access-1",
+                                zalo_refresh_token="refresh-1")
+    client = await gateway_client(settings)
+    for name, status in [("probe", 200), ("text", 200), ("text", 200), ("submit_info", 200),
+                         ("big_numeric_ids", 200), ("big_numeric_ids", 200),
+                         ("echo_oa_send_text", 200), ("bad_signature", 401),
+                         ("unsigned_event", 401), ("malformed_json", 400)]:
+        _, raw = load_case(FIXTURES / f"{name}.json")
+        resp = await client.post("/webhooks/zalo", data=raw.body, headers=dict(raw.headers))
+        assert resp.status == status, name
+    stored = await _stored_ids(client, "zalo")
+    assert sorted(stored) == sorted(["96d3cdf3af150460909", "9007199254740993123",
+                                     "submit_info:2468458835296197922:1763800000123"])
