@@ -13,6 +13,7 @@ URL is the one *Twilio* called, so behind a proxy/TLS terminator we rebuild it f
 
 from __future__ import annotations
 
+import base64
 import contextvars
 import unicodedata
 from collections.abc import Mapping
@@ -165,7 +166,16 @@ class SessionHttpClient(AsyncHttpClient):
         allow_redirects: bool = False,
     ) -> TwilioResponse:
         """Make one request; the caller (twilio's Version) raises on error statuses."""
-        basic = aiohttp.BasicAuth(auth[0], auth[1]) if auth else None
+        headers = dict(headers or {})
+        if auth:
+            headers["Authorization"] = basic_auth(auth[0], auth[1])
+        # Repeated parameters (MediaUrl=…&MediaUrl=…) arrive as lists: flatten to pairs.
+        form: list[tuple[str, str]] | None = None
+        if data is not None:
+            form = []
+            for key, value in data.items():
+                values = value if isinstance(value, list | tuple) else [value]
+                form.extend((key, str(item)) for item in values)
         client_timeout = aiohttp.ClientTimeout(total=timeout or self.timeout)
         session = self.session
         own = session is None or session.closed
@@ -174,7 +184,7 @@ class SessionHttpClient(AsyncHttpClient):
         assert session is not None
         try:
             async with session.request(
-                method.upper(), url, params=params, data=data, headers=headers, auth=basic,
+                method.upper(), url, params=params, data=form, headers=headers,
                 timeout=client_timeout, allow_redirects=allow_redirects,
             ) as resp:
                 text = await resp.text()
@@ -183,6 +193,12 @@ class SessionHttpClient(AsyncHttpClient):
         finally:
             if own:
                 await session.close()
+
+
+def basic_auth(login: str, password: str) -> str:
+    """An HTTP Basic Authorization header value (AccountSid:AuthToken)."""
+    token = base64.b64encode(f"{login}:{password}".encode()).decode("ascii")
+    return f"Basic {token}"
 
 
 def make_client(settings: Any, http: aiohttp.ClientSession | None) -> Client:
@@ -240,33 +256,38 @@ async def fetch_twilio_media(
     """Download Twilio media/recordings with Basic auth, following Twilio's CDN redirect.
 
     Only URLs on api.twilio.com, *.twilio.com or the configured API host are fetched; the
-    credentials are sent to those hosts only, never to the CDN the redirect points at.
+    credentials go with that first request only, never to the CDN the redirect points at.
     Errors are SendError: retryable for 429/5xx/network, not for 4xx/too large/bad host.
     """
-    configured = (urlsplit(str(settings.twilio_api_base)).hostname or "").lower()
+    base = urlsplit(str(settings.twilio_api_base))
+    configured = (base.hostname or "").lower()
     url = attachment.url
     first = urlsplit(url)
     if first.scheme not in ("https", "http") or not _host_ok(
         first.hostname or "", configured, TWILIO_HOST_SUFFIXES
     ):
         raise SendError("media URL is not on a Twilio host", retryable=False, code="bad_host")
-    if first.scheme == "http" and (first.hostname or "").lower() != configured:
+    # Plain http only when the configured API base itself is http (the local fake in tests).
+    if first.scheme == "http" and not (
+        base.scheme == "http" and (first.hostname or "").lower() == configured
+    ):
         raise SendError("media URL is not https", retryable=False, code="bad_host")
-    auth = aiohttp.BasicAuth(settings.twilio_account_sid, settings.twilio_auth_token)
+    auth = {"Authorization": basic_auth(settings.twilio_account_sid, settings.twilio_auth_token)}
     session = http if http is not None and not http.closed else aiohttp.ClientSession()
     own = session is not http
     try:
-        for _ in range(MAX_MEDIA_REDIRECTS + 1):
-            host = (urlsplit(url).hostname or "").lower()
-            send_auth = _host_ok(host, configured, TWILIO_HOST_SUFFIXES)
-            async with session.get(url, auth=auth if send_auth else None,
+        for hop in range(MAX_MEDIA_REDIRECTS + 1):
+            # Credentials go with the first request only: the redirect target is a signed,
+            # short-lived CDN link that needs none and must not see our auth token.
+            async with session.get(url, headers=auth if hop == 0 else None,
                                    allow_redirects=False) as resp:
                 if resp.status in (301, 302, 303, 307, 308):
                     target = urljoin(url, resp.headers.get("Location", ""))
                     parts = urlsplit(target)
                     thost = (parts.hostname or "").lower()
                     if not _host_ok(thost, configured, REDIRECT_HOST_SUFFIXES) or (
-                        parts.scheme != "https" and thost != configured
+                        parts.scheme != "https"
+                        and not (base.scheme == "http" and thost == configured)
                     ):
                         raise SendError("media redirect leaves Twilio", retryable=False,
                                         code="bad_redirect")

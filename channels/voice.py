@@ -92,7 +92,10 @@ class VoiceChannel(Channel):
 
     def text(self, key: str, default: str) -> str:
         """A citizen-facing text from `messages` (config) or the built-in default."""
-        value = self.messages.get(key) if self.messages else None
+        # The lead passes the [voice] table of config/messages.vi.toml (greeting, goodbye,
+        # stream_greeting); "voice_<key>" is accepted too for a flat table.
+        messages = self.messages or {}
+        value = messages.get(key) or messages.get(f"voice_{key}")
         return value or default
 
     @property
@@ -168,7 +171,7 @@ class VoiceChannel(Channel):
         response = VoiceResponse()
         caller = tel_urn(params.get("From"))
         if self.voice_mode == "stream":
-            self._say(response, self.text("voice_stream_greeting", self.stream_greeting))
+            self._say(response, self.text("stream_greeting", self.stream_greeting))
             connect = response.connect()
             stream = connect.stream(url=self.stream_url())
             # Media Streams forbid query strings: custom data travels as <Parameter>s and
@@ -176,10 +179,10 @@ class VoiceChannel(Channel):
             if caller:
                 stream.parameter(name="From", value=caller[4:])
             # Runs once we close the socket (after '#', the time limit, or end of stream).
-            self._say(response, self.text("voice_goodbye", self.goodbye))
+            self._say(response, self.text("goodbye", self.goodbye))
             response.hangup()
             return str(response)
-        self._say(response, self.text("voice_greeting", self.greeting))
+        self._say(response, self.text("greeting", self.greeting))
         callback = self.public(RECORDING_PATH)
         if caller:
             callback += "?" + urlencode({"From": caller[4:]})
@@ -197,14 +200,14 @@ class VoiceChannel(Channel):
             recording_status_callback_event="completed",
         )
         # Reached when nothing was recorded (Twilio skips the action for empty recordings).
-        self._say(response, self.text("voice_goodbye", self.goodbye))
+        self._say(response, self.text("goodbye", self.goodbye))
         response.hangup()
         return str(response)
 
     def recorded_twiml(self) -> str:
         """The <Record action> answer: thank the caller and hang up."""
         response = VoiceResponse()
-        self._say(response, self.text("voice_goodbye", self.goodbye))
+        self._say(response, self.text("goodbye", self.goodbye))
         response.hangup()
         return str(response)
 

@@ -87,7 +87,8 @@ async def _open_recognizer(app: web.Application) -> Any:
     factory = getattr(speech, "streaming_transcriber", None)
     if factory is None:
         return None
-    transcriber = factory()
+    # The first call may load the model (seconds): keep it off the event loop.
+    transcriber = await asyncio.to_thread(factory)
     if inspect.isawaitable(transcriber):
         transcriber = await transcriber
     if transcriber is None:

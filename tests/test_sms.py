@@ -1,0 +1,387 @@
+"""Twilio SMS channel: fixture table of signed webhooks, REST sends and MMS downloads on a fake."""
+
+from __future__ import annotations
+
+import json
+import unicodedata
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qsl, urlencode
+
+import aiohttp
+import pytest
+from multidict import MultiDict
+
+from channels.base import (
+    Attachment,
+    Button,
+    InboundMessage,
+    MalformedError,
+    OutboundMessage,
+    RawRequest,
+    SendError,
+    SignatureError,
+)
+from channels.sms import SmsChannel, render_text, split_text, strip_diacritics
+from channels.twilio_common import sign
+from gateway.settings import Settings
+
+try:
+    from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
+except ImportError:  # tests/ is not a package: pytest puts it on sys.path instead
+    from fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio  # type: ignore[no-redef]
+
+FIXTURES = Path(__file__).parent / "fixtures" / "sms"
+PUBLIC = "https://paht.example.gov.vn"  # what Twilio calls (and signs)
+INTERNAL = "http://127.0.0.1:8080"  # what the app sees behind the TLS proxy
+NUMBER = "+14155550100"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for the Twilio channels with a test auth token."""
+    values: dict[str, Any] = {
+        "twilio_account_sid": ACCOUNT_SID,
+        "twilio_auth_token": AUTH_TOKEN,
+        "twilio_number": NUMBER,
+        "public_base_url": PUBLIC,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def load(name: str, folder: Path = FIXTURES) -> dict[str, Any]:
+    """One fixture file."""
+    return json.loads((folder / name).read_text(encoding="utf-8"))
+
+
+def signed_request(fx: dict[str, Any], token: str = AUTH_TOKEN) -> tuple[RawRequest, str, bytes]:
+    """Build the form body from the fixture's params and sign it as the fixture says."""
+    params: dict[str, str] = fx["params"]
+    body = fx["raw_body"].encode() if "raw_body" in fx else urlencode(list(params.items())).encode()
+    query = fx.get("query", "")
+    suffix = fx["path"] + (f"?{query}" if query else "")
+    is_form = "raw_body" not in fx
+    signed_params = MultiDict(params) if is_form else MultiDict()
+    mode = fx["signature"]
+    headers = {"Content-Type": fx.get("content_type", "application/x-www-form-urlencoded")}
+    if mode == "valid":
+        headers["X-Twilio-Signature"] = sign(token, PUBLIC + suffix, signed_params)
+    elif mode == "forged":
+        headers["X-Twilio-Signature"] = sign("some-other-token", PUBLIC + suffix, signed_params)
+    elif mode == "internal_url":
+        headers["X-Twilio-Signature"] = sign(token, INTERNAL + suffix, signed_params)
+    elif mode == "tampered":
+        changed = MultiDict({**params, "Body": params.get("Body", "") + " (đã sửa)"})
+        headers["X-Twilio-Signature"] = sign(token, PUBLIC + suffix, changed)
+    elif mode.startswith("valid_for_query:"):
+        other = fx["path"] + "?" + mode.split(":", 1)[1]
+        headers["X-Twilio-Signature"] = sign(token, PUBLIC + other, signed_params)
+    else:
+        assert mode == "missing", mode
+    raw = RawRequest("POST", INTERNAL + suffix, headers, dict(parse_qsl(query)), body)
+    return raw, suffix, body
+
+
+def run_channel(channel: Any, raw: RawRequest) -> tuple[int, list[InboundMessage], Any]:
+    """verify → parse → ack, answering as gateway/routes.py does."""
+    try:
+        channel.verify(raw)
+    except SignatureError as exc:
+        return exc.status, [], None
+    try:
+        messages = channel.parse(raw)
+    except MalformedError:
+        return 400, [], None
+    return 200, messages, channel.ack(raw, messages)
+
+
+def check_messages(messages: list[InboundMessage], expected: list[dict[str, Any]],
+                   channel: str) -> None:
+    """Compare parsed messages with the fixture's expectation."""
+    assert len(messages) == len(expected)
+    for got, want in zip(messages, expected, strict=True):
+        assert got.channel == channel
+        assert got.external_id == want["external_id"]
+        assert got.sender == want["sender"]
+        assert got.text == want["text"]
+        assert unicodedata.is_normalized("NFC", got.text)
+        assert got.kind == want["kind"]
+        assert [{"kind": a.kind, "mime": a.mime, "url": a.url} for a in got.attachments] == [
+            {"kind": a["kind"], "mime": a["mime"], "url": a["url"]} for a in want["attachments"]
+        ]
+        assert got.received_at.tzinfo is not None
+        for key, value in want.get("raw", {}).items():
+            assert got.raw[key] == value
+        json.dumps(dict(got.raw))  # the audit copy is JSON-ready
+
+
+SMS_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.json"))
+
+
+@pytest.mark.parametrize("name", SMS_FIXTURES)
+def test_sms_fixture_table(name: str) -> None:
+    fx = load(name)
+    channel = SmsChannel(make_settings(**fx.get("settings", {})))
+    raw, _, _ = signed_request(fx)
+    status, messages, ack = run_channel(channel, raw)
+    assert status == fx["expect"]["status"], fx["description"]
+    if status == 200:
+        check_messages(messages, fx["expect"]["messages"], "sms")
+        assert ack.status == 200
+        assert ack.content_type == "application/xml"
+        assert ack.body.decode().endswith("<Response />")
+
+
+def test_sms_duplicate_has_the_same_dedup_key() -> None:
+    for name in SMS_FIXTURES:
+        fx = load(name)
+        if "duplicate_of" not in fx:
+            continue
+        channel = SmsChannel(make_settings())
+        first = run_channel(channel, signed_request(load(fx["duplicate_of"]))[0])[1]
+        again = run_channel(channel, signed_request(fx)[0])[1]
+        assert [m.external_id for m in first] == [m.external_id for m in again]
+
+
+def test_status_callbacks_of_one_sid_have_distinct_keys() -> None:
+    channel = SmsChannel(make_settings())
+    keys = {
+        run_channel(channel, signed_request(load(name))[0])[1][0].external_id
+        for name in ("status_sent.json", "status_delivered.json", "status_undelivered_30006.json")
+    }
+    assert len(keys) == 3
+
+
+def test_wrong_auth_token_rejects_everything() -> None:
+    channel = SmsChannel(make_settings(twilio_auth_token="rotated-token"))
+    raw, _, _ = signed_request(load("text_valid.json"))
+    assert run_channel(channel, raw)[0] == 403
+
+
+def test_public_base_url_trailing_slash_is_tolerated() -> None:
+    channel = SmsChannel(make_settings(public_base_url=PUBLIC + "/"))
+    raw, _, _ = signed_request(load("text_valid.json"))
+    assert run_channel(channel, raw)[0] == 200
+
+
+def test_enabled_needs_sid_token_and_number() -> None:
+    assert SmsChannel.enabled(make_settings())
+    assert not SmsChannel.enabled(make_settings(twilio_auth_token=""))
+    assert not SmsChannel.enabled(make_settings(twilio_number=""))
+
+
+# --- outbound text rendering ---------------------------------------------------------------
+
+
+def test_buttons_render_as_numbered_options() -> None:
+    message = OutboundMessage(
+        channel="sms", recipient="tel:+84905123456", text="Phản ánh của bạn thuộc lĩnh vực nào?",
+        buttons=(Button("Giao thông", "sector:GT"), Button("Môi trường", "sector:MT"),
+                 Button("Tra cứu", "https://paht.example.gov.vn/tra-cuu", kind="url")),
+    )
+    assert render_text(message) == (
+        "Phản ánh của bạn thuộc lĩnh vực nào?\n1. Giao thông\n2. Môi trường\n"
+        "3. Tra cứu: https://paht.example.gov.vn/tra-cuu"
+    )
+
+
+def test_split_text_keeps_words_and_limit() -> None:
+    text = "Phản ánh " * 400
+    parts = split_text(text)
+    assert len(parts) > 1
+    assert all(len(p) <= 1600 for p in parts)
+    assert " ".join(parts).split() == text.split()
+    assert split_text("ngắn") == ["ngắn"]
+
+
+def test_strip_diacritics() -> None:
+    assert strip_diacritics("Đường Lê Lợi bị ngập, đề nghị xử lý") == (
+        "Duong Le Loi bi ngap, de nghi xu ly"
+    )
+
+
+# --- REST API against the fake -----------------------------------------------------------
+
+
+@pytest.fixture
+async def fake_twilio(aiohttp_server: Any) -> Any:
+    fake = FakeTwilio()
+    server = await aiohttp_server(fake.app())
+    fake.base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    return fake
+
+
+@pytest.fixture
+async def http() -> Any:
+    async with aiohttp.ClientSession() as session:
+        yield session
+
+
+def _out(text: str = "Đã nhận phản ánh, mã số PA-2611-000123.", **kw: Any) -> OutboundMessage:
+    return OutboundMessage(channel="sms", recipient="tel:+84905123456", text=text, **kw)
+
+
+async def test_send_posts_to_messages_json(fake_twilio: Any, http: Any) -> None:
+    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    result = await channel.send(_out(buttons=(Button("Có", "yes"), Button("Không", "no"))))
+    assert result.provider_id and result.provider_id.startswith("SM")
+    sent = fake_twilio.sends[0]
+    assert sent["To"] == "+84905123456"
+    assert sent["From"] == NUMBER
+    assert sent["Body"] == "Đã nhận phản ánh, mã số PA-2611-000123.\n1. Có\n2. Không"
+    assert sent["StatusCallback"] == PUBLIC + "/webhooks/twilio/sms"
+
+
+async def test_send_long_text_in_parts(fake_twilio: Any, http: Any) -> None:
+    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    result = await channel.send(_out("Thông báo kết quả xử lý phản ánh. " * 100))
+    assert result.raw["parts"] == len(fake_twilio.sends) == 3
+    assert all(len(s["Body"]) <= 1600 for s in fake_twilio.sends)
+
+
+async def test_send_ascii_fallback_and_messaging_service(fake_twilio: Any, http: Any) -> None:
+    settings = make_settings(twilio_api_base=fake_twilio.base, sms_ascii_fallback=True,
+                             twilio_number="MG" + "0" * 32)
+    channel = SmsChannel(settings, http=http)
+    await channel.send(_out("Đã tiếp nhận"))
+    assert fake_twilio.sends[0]["Body"] == "Da tiep nhan"
+    assert fake_twilio.sends[0]["MessagingServiceSid"] == "MG" + "0" * 32
+    assert "From" not in fake_twilio.sends[0]
+
+
+async def test_send_media_urls(fake_twilio: Any, http: Any) -> None:
+    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    images = (Attachment("image", "https://paht.example.gov.vn/m/1.jpg", "image/jpeg"),
+              Attachment("image", "https://paht.example.gov.vn/m/2.jpg", "image/jpeg"))
+    await channel.send(_out(attachments=images))
+    assert fake_twilio.sends[0]["MediaUrl"] == [a.url for a in images]
+
+
+@pytest.mark.parametrize(
+    ("status", "code", "retryable", "retry_after"),
+    [
+        (400, 21211, False, None),  # invalid 'To' number
+        (400, 21610, False, None),  # citizen replied STOP
+        (429, 20429, True, 7.0),  # too many requests
+        (500, 20500, True, None),
+        (503, 20503, True, None),
+    ],
+)
+async def test_send_errors_carry_retry_policy(
+    fake_twilio: Any, http: Any, status: int, code: int, retryable: bool,
+    retry_after: float | None,
+) -> None:
+    headers = {"Retry-After": "7"} if retry_after else None
+    fake_twilio.fail(status, code, "scripted failure", headers)
+    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    with pytest.raises(SendError) as info:
+        await channel.send(_out())
+    assert info.value.retryable is retryable
+    assert info.value.code == str(code)
+    assert info.value.retry_after == retry_after
+
+
+async def test_send_wrong_credentials_is_not_retryable(fake_twilio: Any, http: Any) -> None:
+    settings = make_settings(twilio_api_base=fake_twilio.base, twilio_auth_token="wrong")
+    with pytest.raises(SendError) as info:
+        await SmsChannel(settings, http=http).send(_out())
+    assert info.value.retryable is False
+    assert info.value.code == "20003"
+
+
+async def test_send_network_error_is_retryable(http: Any) -> None:
+    settings = make_settings(twilio_api_base="http://127.0.0.1:9")  # nothing listens
+    with pytest.raises(SendError) as info:
+        await SmsChannel(settings, http=http).send(_out())
+    assert info.value.retryable is True
+
+
+async def test_send_refuses_non_phone_recipient() -> None:
+    with pytest.raises(SendError) as info:
+        await SmsChannel(make_settings()).send(
+            OutboundMessage(channel="sms", recipient="telegram:42", text="x"))
+    assert info.value.retryable is False
+
+
+# --- MMS media download ------------------------------------------------------------------
+
+
+def _media_url(fake: Any, media_sid: str) -> str:
+    return f"{fake.base}/2010-04-01/Accounts/{ACCOUNT_SID}/Messages/MM{'3c' * 16}/Media/{media_sid}"
+
+
+async def test_fetch_media_follows_redirect_without_leaking_auth(fake_twilio: Any,
+                                                                 http: Any) -> None:
+    fake_twilio.add_media("ME1", b"\xff\xd8\xff\xe0 fake jpeg", "image/jpeg")
+    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    data, mime = await channel.fetch_media(
+        Attachment("image", _media_url(fake_twilio, "ME1"), "image/jpeg"), 1_000_000)
+    assert data.startswith(b"\xff\xd8")
+    assert mime == "image/jpeg"
+    assert len(fake_twilio.cdn_hits) == 1
+    assert "Authorization" not in fake_twilio.cdn_hits[0]
+
+
+async def test_fetch_media_size_limit(fake_twilio: Any, http: Any) -> None:
+    fake_twilio.add_media("ME2", b"x" * 5000, "image/jpeg")
+    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    with pytest.raises(SendError) as info:
+        await channel.fetch_media(Attachment("image", _media_url(fake_twilio, "ME2")), 1000)
+    assert info.value.retryable is False
+
+
+async def test_fetch_media_missing_is_not_retryable(fake_twilio: Any, http: Any) -> None:
+    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    with pytest.raises(SendError) as info:
+        await channel.fetch_media(Attachment("image", _media_url(fake_twilio, "MEnone")), 1000)
+    assert info.value.retryable is False
+
+
+@pytest.mark.parametrize("url", [
+    "https://evil.example.com/2010-04-01/Accounts/AC1/Messages/MM1/Media/ME1",
+    "https://api.twilio.com.evil.example/x",
+    "ftp://api.twilio.com/x",
+    "http://api.twilio.com/x",  # credentials only over TLS
+])
+async def test_fetch_media_refuses_other_hosts(url: str) -> None:
+    channel = SmsChannel(make_settings(twilio_api_base="https://api.twilio.com"))
+    with pytest.raises(SendError) as info:
+        await channel.fetch_media(Attachment("image", url), 1000)
+    assert info.value.code == "bad_host"
+
+
+# --- through the real app (tests/conftest.py fixtures) -------------------------------------
+
+
+async def _post(client: Any, fx: dict[str, Any]) -> Any:
+    raw, suffix, body = signed_request(fx)
+    return await client.post(suffix, data=body, headers=dict(raw.headers))
+
+
+async def test_route_accepts_signed_sms_once(settings_factory: Any, gateway_client: Any) -> None:
+    settings = settings_factory(twilio_account_sid=ACCOUNT_SID, twilio_auth_token=AUTH_TOKEN,
+                                twilio_number=NUMBER, public_base_url=PUBLIC)
+    client = await gateway_client(settings)
+    for name, status in [("text_valid.json", 200), ("text_duplicate.json", 200),
+                         ("text_forged_signature.json", 403), ("empty_body.json", 400),
+                         ("mms_two_media.json", 200), ("status_delivered.json", 200)]:
+        resp = await _post(client, load(name))
+        assert resp.status == status, name
+        if status == 200:
+            assert "<Response" in await resp.text()
+    stored = await _stored_ids(client, "sms")
+    assert sorted(stored) == sorted([f"SM{'1a' * 16}", f"MM{'3c' * 16}",
+                                     f"SM{'b4' * 16}:delivered"])
+
+
+async def _stored_ids(client: Any, channel: str) -> list[str]:
+    """External ids stored for `channel`, read from the database."""
+    from sqlalchemy import text
+
+    from gateway.keys import SESSIONS
+
+    sessions = client.app[SESSIONS]
+    async with sessions() as session:
+        rows = await session.execute(
+            text("SELECT external_id FROM inbound_event WHERE channel = :c"), {"c": channel})
+        return [r[0] for r in rows]
