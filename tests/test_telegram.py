@@ -312,6 +312,17 @@ async def test_send_network_error_is_retryable() -> None:
     assert TOKEN not in str(err.value)
 
 
+async def test_send_wrong_token_never_leaks(fake: FakeTelegram) -> None:
+    async with aiohttp.ClientSession() as http:
+        ch = TelegramChannel(make_settings(fake.base, telegram_token="999:WRONG-token"), http=http)
+        with pytest.raises(SendError) as err:
+            await ch.send(out("Xin chào"))
+        await ch.close()
+    assert err.value.retryable is False
+    assert "WRONG-token" not in str(err.value)
+    assert not fake.sent()
+
+
 async def test_send_bad_recipient(channel: TelegramChannel) -> None:
     msg = OutboundMessage(channel="telegram", recipient="zalo:123", text="x")
     with pytest.raises(SendError) as err:
@@ -360,6 +371,16 @@ async def test_fetch_media_stream_stops_past_limit(channel: TelegramChannel,
     with pytest.raises(SendError) as err:
         await channel.fetch_media(Attachment("image", "liar"), max_bytes=100_000)
     assert err.value.code == "too_large"
+
+
+@pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd"])
+async def test_fetch_media_refuses_foreign_paths(channel: TelegramChannel, fake: FakeTelegram,
+                                                 path: str) -> None:
+    fake.add_file("evil", path, b"x")
+    with pytest.raises(SendError) as err:
+        await channel.fetch_media(Attachment("file", "evil"), max_bytes=1000)
+    assert err.value.code == "file_path"
+    assert fake.downloads == []
 
 
 async def test_fetch_media_unknown_file(channel: TelegramChannel, fake: FakeTelegram) -> None:
@@ -415,6 +436,26 @@ async def test_polling_accepts_before_confirming(channel: TelegramChannel,
     # same parse code as the webhook
     webhook = TelegramChannel(make_settings()).parse(request(body("photo_caption")))
     assert batches[0][1] == webhook[0]
+
+
+@pytest.mark.filterwarnings("ignore::telegram.warnings.PTBUserWarning")
+async def test_polling_backs_off_and_recovers(channel: TelegramChannel,
+                                              fake: FakeTelegram) -> None:
+    fake.pending = [json.loads(body("text"))]
+    fake.fail("getUpdates", 429, "Too Many Requests: retry after 0", {"retry_after": 0})
+    fake.fail("getUpdates", 502, "Bad Gateway")
+    fake.fail("getUpdates", 409, "Conflict: terminated by other getUpdates request")
+    stop = asyncio.Event()
+    got: list[InboundMessage] = []
+
+    async def accept(messages: list[InboundMessage]) -> None:
+        got.extend(messages)
+        stop.set()
+
+    await run_polling(channel, accept, stop, poll_seconds=0, backoff=0.0)
+    assert [m.external_id for m in got] == ["900000001"]
+    assert len(fake.named("getUpdates")) == 4
+    assert len(fake.named("deleteWebhook")) == 1
 
 
 async def test_polling_stops_mid_poll(channel: TelegramChannel, fake: FakeTelegram) -> None:
