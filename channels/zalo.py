@@ -15,7 +15,7 @@ import logging
 import re
 import unicodedata
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
 
@@ -36,22 +36,23 @@ from channels.base import (
     utcnow,
 )
 from channels.meta_send import download_media, numbered_buttons, split_text
-from channels.zalo_tokens import TokenError, ZaloTokens
+from channels.zalo_tokens import (
+    TOKEN_CODES,
+    TokenError,
+    ZaloTokens,
+    classify_oa_error,
+    oa_error_code,
+)
 
 log = logging.getLogger("paht.channels.zalo")
 
 # cs messages are free for 48 h after the user's last interaction and refused (-230) after 7 d.
 WINDOW = timedelta(days=7)
-TOKEN_CODES = frozenset({-216, -220, -124})
-WINDOW_CODES = frozenset({-230, -232})
-# -32 rate limit (per minute), -200 generic send failure, -211 out of quota.
-RETRY_CODES: dict[int, float | None] = {-32: 60.0, -200: None, -211: 3600.0}
 MEDIA_EVENTS = {"image": "image", "gif": "image", "audio": "audio", "video": "video",
                 "file": "file"}
 IGNORED_PREFIXES = ("oa_send_", "user_received_message", "user_seen_message",
                     "user_reacted_message", "oa_reacted_message")
 _TS_RE = re.compile(rb'"timestamp"\s*:\s*"?(\d+)')
-_ICT = timedelta(hours=7)  # Asia/Ho_Chi_Minh, no DST
 
 
 def _nfc(text: Any) -> str:
@@ -199,7 +200,9 @@ class ZaloChannel(Channel):
                                    text="", received_at=received, kind=event, raw=body)]
         if event == "user_submit_info":
             return self._submit_info(body, received)
-        if event.startswith("user_send_") or event.startswith("anonymous_send_"):
+        if "_group_" in event:
+            return []  # group-chat (GMF) traffic is not a report to the OA
+        if event.startswith(("user_send_", "anonymous_send_")):
             return self._message(event, body, received)
         log.info("zalo: ignoring event %s", event)
         return []
@@ -328,7 +331,7 @@ class ZaloChannel(Channel):
     async def _send_one(self, body: dict[str, Any]) -> Mapping[str, Any]:
         token = await self._token()
         data = await self._post_cs(token, body)
-        code = _code(data)
+        code = oa_error_code(data)
         if code in TOKEN_CODES:
             log.info("zalo access token rejected; refreshing", extra={"code": code})
             try:
@@ -336,10 +339,10 @@ class ZaloChannel(Channel):
             except TokenError as exc:
                 raise SendError(str(exc), retryable=exc.retryable, code="token") from exc
             data = await self._post_cs(await self._token(), body)
-            code = _code(data)
+            code = oa_error_code(data)
         if code == 0:
             return data
-        raise _classify(code, data)
+        raise classify_oa_error(code, data)
 
     async def _token(self) -> str:
         try:
@@ -379,36 +382,3 @@ class ZaloChannel(Channel):
                                           self.allowed_media_hosts)
         return data, mime or attachment.mime
 
-
-def _code(data: Mapping[str, Any]) -> int:
-    try:
-        return int(data.get("error", 0))
-    except (TypeError, ValueError):
-        return -1
-
-
-def _seconds_until_6am_ict(now: datetime | None = None) -> float:
-    now = (now or utcnow()).astimezone(UTC)
-    local = now + _ICT
-    six = local.replace(hour=6, minute=0, second=0, microsecond=0)
-    if local >= six:
-        six += timedelta(days=1)
-    return (six - local).total_seconds()
-
-
-def _classify(code: int, data: Mapping[str, Any]) -> SendError:
-    """An OA API error (HTTP 200, error != 0) as a SendError with its retry policy."""
-    msg = f"zalo error {code}: {data.get('message', '')}"[:300]
-    label = str(code)
-    if code in WINDOW_CODES:
-        return SendError(msg, retryable=False, window_closed=True, code=label)
-    if code in TOKEN_CODES:
-        # Still rejected after a fresh token: the OA revoked the app; an admin must act.
-        return SendError(msg, retryable=False, code=label)
-    if code == -234:
-        return SendError(msg, retryable=True, retry_after=_seconds_until_6am_ict(), code=label)
-    if code in RETRY_CODES:
-        return SendError(msg, retryable=True, retry_after=RETRY_CODES[code], code=label)
-    # -201 bad parameter, -213 not following, -217 blocked, -227 inactive, -244 restricted,
-    # -100 expired attachment …: retrying the same payload cannot succeed.
-    return SendError(msg, retryable=False, code=label)

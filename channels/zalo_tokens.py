@@ -1,4 +1,5 @@
-"""Zalo OA access/refresh token rotation through the injected TokenStore.
+"""Zalo OA access/refresh token rotation through the injected TokenStore, and the OA API's
+error-code policy.
 
 Docs: https://developers.zalo.me/docs/official-account/bat-dau/xac-thuc-va-uy-quyen-cho-ung-dung-new
 The access token lives ~25 h (`expires_in` is a *string*, "90000"); the refresh token lives
@@ -10,17 +11,27 @@ a process that loses the race re-reads the winner's pair instead of retrying wit
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import logging
 import time
 from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
 
-from channels.base import ChannelError, TokenStore
+from channels.base import ChannelError, SendError, TokenStore, utcnow
 
 log = logging.getLogger("paht.channels.zalo")
+
+# OA API error policy (https://developers.zalo.me/docs/official-account/phu-luc/ma-loi):
+# -216/-220 (and -124) invalid/expired token → refresh and retry once; -230/-232 outside the
+# interaction window; -32 rate limit (per minute), -200 generic send failure, -211 out of quota.
+TOKEN_CODES = frozenset({-216, -220, -124})
+WINDOW_CODES = frozenset({-230, -232})
+RETRY_CODES: dict[int, float | None] = {-32: 60.0, -200: None, -211: 3600.0}
+_ICT = timedelta(hours=7)  # Asia/Ho_Chi_Minh, no DST
 
 TOKEN_KEY = "zalo:oa_tokens"  # noqa: S105 - a store key, not a secret
 
@@ -65,17 +76,32 @@ class ZaloTokens:
         self.store: TokenStore = store if store is not None else InMemoryTokenStore()
         self._lock = asyncio.Lock()
 
+    def _seed_mark(self) -> str:
+        """A fingerprint of the settings' pair (never the tokens themselves)."""
+        seed = f"{self.settings.zalo_access_token}|{self.settings.zalo_refresh_token}"
+        return hashlib.sha256(seed.encode()).hexdigest()[:16]
+
     async def current(self) -> Mapping[str, Any]:
-        """The stored pair, seeded from settings (zalo_access_token/zalo_refresh_token)."""
+        """The stored pair, seeded from settings (zalo_access_token/zalo_refresh_token).
+
+        When an admin re-consents and puts a *new* pair in the settings, it replaces the
+        stored one once (the stored pair remembers which settings pair it descends from).
+        """
         record = await self.store.get(TOKEN_KEY)
-        if record is not None:
+        mark = self._seed_mark()
+        has_seed = bool(self.settings.zalo_access_token or self.settings.zalo_refresh_token)
+        if record is not None and (record.get("seed") in (mark, None) or not has_seed):
             return record
         seed = {
             "access_token": self.settings.zalo_access_token,
             "refresh_token": self.settings.zalo_refresh_token,
             "expires_at": None,  # unknown: the first refresh_if_expiring() rotates it
+            "seed": mark,
         }
-        if not await self.store.put(TOKEN_KEY, seed, None):
+        version = record.get("_version") if record is not None else None
+        if await self.store.put(TOKEN_KEY, seed, version):
+            log.info("zalo tokens: stored the pair from settings")
+        else:
             log.info("zalo tokens: another process seeded the store first")
         record = await self.store.get(TOKEN_KEY)
         return record if record is not None else seed
@@ -95,6 +121,7 @@ class ZaloTokens:
                 raise TokenError("no zalo refresh token", retryable=False)
             try:
                 fresh = await self._call_oauth(used)
+                fresh["seed"] = record.get("seed")
             except TokenError:
                 # Our refresh token may be dead because another process just rotated it.
                 again = await self.current()
@@ -150,3 +177,38 @@ class ZaloTokens:
             "refresh_token": str(data["refresh_token"]),
             "expires_at": time.time() + expires_in,
         }
+
+
+def oa_error_code(data: Mapping[str, Any]) -> int:
+    """The `error` field of an OA API answer (0 = success; errors come with HTTP 200)."""
+    try:
+        return int(data.get("error", 0))
+    except (TypeError, ValueError):
+        return -1
+
+
+def _seconds_until_6am_ict(now: datetime | None = None) -> float:
+    now = (now or utcnow()).astimezone(UTC)
+    local = now + _ICT
+    six = local.replace(hour=6, minute=0, second=0, microsecond=0)
+    if local >= six:
+        six += timedelta(days=1)
+    return (six - local).total_seconds()
+
+
+def classify_oa_error(code: int, data: Mapping[str, Any]) -> SendError:
+    """An OA API error (HTTP 200, error != 0) as a SendError with its retry policy."""
+    msg = f"zalo error {code}: {data.get('message', '')}"[:300]
+    label = str(code)
+    if code in WINDOW_CODES:
+        return SendError(msg, retryable=False, window_closed=True, code=label)
+    if code in TOKEN_CODES:
+        # Still rejected after a fresh token: the OA revoked the app; an admin must act.
+        return SendError(msg, retryable=False, code=label)
+    if code == -234:
+        return SendError(msg, retryable=True, retry_after=_seconds_until_6am_ict(), code=label)
+    if code in RETRY_CODES:
+        return SendError(msg, retryable=True, retry_after=RETRY_CODES[code], code=label)
+    # -201 bad parameter, -213 not following, -217 blocked, -227 inactive, -244 restricted,
+    # -100 expired attachment …: retrying the same payload cannot succeed.
+    return SendError(msg, retryable=False, code=label)

@@ -421,3 +421,22 @@ async def test_route_stores_each_message_once(settings_factory: Any, gateway_cli
     stored = await _stored_ids(client, "zalo")
     assert sorted(stored) == sorted(["96d3cdf3af150460909", "9007199254740993123",
                                      "submit_info:2468458835296197922:1763800000123"])
+
+
+async def test_new_pair_in_settings_replaces_the_stored_one_once(zalo: Any) -> None:
+    fake, channel, store, _ = zalo
+    await channel.refresh_if_expiring()  # store now holds generation 2, seeded from settings 1
+    # An admin re-consented: the server issued a new pair, now in the settings.
+    fake.access_token, fake.refresh_token = "consent-access", "consent-refresh"
+    settings = make_settings(zalo_api_base=channel.settings.zalo_api_base,
+                             zalo_oauth_base=channel.settings.zalo_oauth_base,
+                             zalo_access_token="consent-access",
+                             zalo_refresh_token="consent-refresh")
+    restarted = ZaloChannel(settings, http=channel.http, tokens=store)
+    await restarted.send(outbound())
+    assert fake.send_tokens[-1] == "consent-access"
+    assert await restarted.refresh_if_expiring() is True  # expiry unknown for a seeded pair
+    assert (await store.get(TOKEN_KEY))["refresh_token"] == fake.refresh_token
+    # Rotation kept the seed mark: a further restart with the same settings keeps the store.
+    again = ZaloChannel(settings, http=channel.http, tokens=store)
+    assert await again.token_manager.access_token() == fake.access_token
