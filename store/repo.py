@@ -46,14 +46,17 @@ async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -
     The caller commits: all messages of one webhook request go in one transaction.
     """
     ids: list[int | None] = []
+    now = utcnow()
     for row in rows:
+        values = {"accepted_at": now, "next_attempt_at": now, "status": EVENT_PENDING,
+                  "attempts": 0, **row}
         stmt = (
             _insert(session, InboundEvent.__table__)
-            .values(**row)
+            .values(**values)
             .on_conflict_do_nothing(index_elements=["channel", "external_id"])
             .returning(InboundEvent.__table__.c.id)
         )
-        result = await session.execute(stmt)
+        result = await session.exec(stmt)
         ids.append(result.scalar_one_or_none())
     return ids
 
@@ -86,7 +89,7 @@ async def claim_events(
         )
         .returning(table.c.id)
     )
-    ids = [r[0] for r in (await session.execute(stmt)).all()]
+    ids = [r[0] for r in (await session.exec(stmt)).all()]
     await session.commit()
     if not ids:
         return []
@@ -98,7 +101,7 @@ async def finish_event(
     session: AsyncSession, event_id: int, status: str = EVENT_DONE, report_id: int | None = None
 ) -> None:
     """Mark an event processed (done or ignored)."""
-    await session.execute(
+    await session.exec(
         sa.update(InboundEvent.__table__)
         .where(InboundEvent.__table__.c.id == event_id)
         .values(status=status, processed_at=utcnow(), report_id=report_id, last_error=None)
@@ -111,7 +114,7 @@ async def fail_event(
     """Record a failure: retry later with back-off, or park it after `max_attempts`."""
     status = EVENT_PARKED if attempts >= max_attempts else EVENT_PENDING
     delay = min(300.0, 2.0 ** attempts)
-    await session.execute(
+    await session.exec(
         sa.update(InboundEvent.__table__)
         .where(InboundEvent.__table__.c.id == event_id)
         .values(
@@ -128,7 +131,7 @@ async def queue_depth(session: AsyncSession) -> int:
     """Events accepted but not processed yet."""
     t = InboundEvent.__table__
     stmt = sa.select(sa.func.count()).where(t.c.status.in_([EVENT_PENDING, EVENT_PROCESSING]))
-    return int((await session.execute(stmt)).scalar_one())
+    return int((await session.exec(stmt)).scalar_one())
 
 
 async def next_tracking_code(session: AsyncSession, prefix: str, when: datetime) -> str:
@@ -141,7 +144,7 @@ async def next_tracking_code(session: AsyncSession, prefix: str, when: datetime)
         .on_conflict_do_update(index_elements=["period"], set_={"value": table.c.value + 1})
         .returning(table.c.value)
     )
-    value = (await session.execute(stmt)).scalar_one()
+    value = (await session.exec(stmt)).scalar_one()
     return f"{prefix}-{period}-{value:06d}"
 
 
@@ -193,7 +196,7 @@ async def _move_identities(session: AsyncSession, src: int | None, dst: int | No
 
     for model in (Identity, Report, Conversation):
         table = model.__table__  # type: ignore[attr-defined]
-        await session.execute(
+        await session.exec(
             sa.update(table).where(table.c.citizen_id == src).values(citizen_id=dst)
         )
 
@@ -227,17 +230,21 @@ class DbTokenStore:
                     _insert(session, Credential.__table__)
                     .values(key=key, value=data, version=1, updated_at=utcnow())
                     .on_conflict_do_nothing(index_elements=["key"])
+                    .returning(Credential.__table__.c.key)
                 )
-                result = await session.execute(stmt)
-            else:
-                table = Credential.__table__
-                result = await session.execute(
-                    sa.update(table)
-                    .where(table.c.key == key, table.c.version == expected_version)
-                    .values(value=data, version=expected_version + 1, updated_at=utcnow())
-                )
+                inserted = (await session.exec(stmt)).first() is not None
+                await session.commit()
+                return inserted
+            table = Credential.__table__
+            result = await session.exec(
+                sa.update(table)
+                .where(table.c.key == key, table.c.version == expected_version)
+                .values(value=data, version=expected_version + 1, updated_at=utcnow())
+                .returning(table.c.key)
+            )
+            replaced = result.first() is not None
             await session.commit()
-            return bool(result.rowcount)
+            return replaced
 
 
 async def claim_outbox(
@@ -263,7 +270,7 @@ async def claim_outbox(
         .values(attempts=table.c.attempts + 1, next_attempt_at=now + lease)
         .returning(table.c.id)
     )
-    ids = [r[0] for r in (await session.execute(stmt)).all()]
+    ids = [r[0] for r in (await session.exec(stmt)).all()]
     await session.commit()
     if not ids:
         return []
