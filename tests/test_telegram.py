@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -55,7 +56,7 @@ def make_settings(api_base: str = "http://127.0.0.1:9", **overrides: Any) -> Set
         "public_base_url": "https://paht.example",
     }
     values.update(overrides)
-    return Settings(**values)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
 
 
 # --- verify ---------------------------------------------------------------------------------
@@ -468,12 +469,9 @@ async def test_polling_stops_mid_poll(channel: TelegramChannel, fake: FakeTelegr
 # --- through the real webhook route -------------------------------------------------------
 
 @pytest.fixture
-async def app_client(aiohttp_client: Any, tmp_path: Path) -> Any:
-    from gateway.app import create_app
-
-    settings = make_settings(database_url=f"sqlite:///{tmp_path}/paht.db", var_dir=tmp_path,
-                             run_workers=False)
-    return await aiohttp_client(create_app(settings))
+async def app_client(settings_factory: Any, gateway_client: Any) -> Any:
+    return await gateway_client(settings_factory(
+        telegram_token=TOKEN, telegram_secret=SECRET, telegram_api_base="http://127.0.0.1:9"))
 
 
 async def stored_events(client: Any) -> list[Any]:
@@ -519,3 +517,32 @@ async def test_route_rejects_and_ignores(app_client: Any, fixture: str, secret: 
     resp = await post(app_client, body(fixture), secret)
     assert resp.status == status
     assert await stored_events(app_client) == []
+
+
+async def test_conversation_through_the_fake_bot_api(
+    settings_factory: Any, gateway_client: Any, drain_app: Any, fake: FakeTelegram
+) -> None:
+    """Webhook in → worker → dialog → outbox → sendMessage on the fake: what the citizen sees."""
+    client = await gateway_client(settings_factory(
+        telegram_token=TOKEN, telegram_secret=SECRET, telegram_api_base=fake.base))
+    assert (await post(client, body("text"))).status == 200
+    await drain_app(client.app)
+    (summary,) = fake.sent()
+    assert summary["chat_id"] == CHAT
+    assert "Đèn đường hỏng ở ngõ 12 Trần Phú" in summary["text"]
+    buttons = [row[0] for row in summary["reply_markup"]["inline_keyboard"]]
+    confirm = next(b for b in buttons if b["callback_data"] == "confirm")
+    # the citizen presses the inline button: Telegram sends a callback_query update
+    press = json.loads(body("callback_query"))
+    press["update_id"] = 900000100
+    press["callback_query"]["data"] = "confirm"
+    press["callback_query"]["message"]["reply_markup"] = summary["reply_markup"]
+    assert (await post(client, json.dumps(press).encode())).status == 200
+    await drain_app(client.app)
+    (done,) = fake.sent()[1:]
+    assert done["chat_id"] == CHAT
+    assert re.search(r"PA-\d{4}-\d{6}", done["text"]), done["text"]
+    events = await stored_events(client)
+    pressed = next(e for e in events if e.external_id == "900000100")
+    assert pressed.message["postback"] == "confirm"
+    assert pressed.message["text"] == confirm["text"]
