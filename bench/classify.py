@@ -1,0 +1,218 @@
+"""Accuracy, calibration and speed of the sector classifier.
+
+Run from the repository root: ``.venv/bin/python bench/classify.py`` (``--fit`` also prints
+the softmax temperature and khac prior fitted on the tuning half of the labelled set).
+Evaluates on tests/data/labelled_reports.jsonl (our own texts; "tune" half used while
+writing keywords, "holdout" half not looked at), on the shared real dev set
+(../shared/data/real_reports_dev.jsonl, measuring only) and on diacritic-stripped copies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import json
+import math
+import random
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from nlp.classifier import Classifier  # noqa: E402
+from nlp.normalize import strip_diacritics  # noqa: E402
+
+OWN = ROOT / "tests" / "data" / "labelled_reports.jsonl"
+REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_reports_dev.jsonl"
+
+
+def load_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Read a JSON-lines file."""
+    with path.open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def macro_f1(gold: Sequence[str], pred: Sequence[str]) -> float:
+    """Macro-averaged F1 over the labels that occur in gold or predictions."""
+    labels = sorted(set(gold) | set(pred))
+    f1s = []
+    for lab in labels:
+        tp = sum(g == p == lab for g, p in zip(gold, pred, strict=True))
+        fp = sum(p == lab and g != lab for g, p in zip(gold, pred, strict=True))
+        fn = sum(g == lab and p != lab for g, p in zip(gold, pred, strict=True))
+        f1s.append(2 * tp / (2 * tp + fp + fn) if tp else 0.0)
+    return sum(f1s) / len(f1s) if f1s else 0.0
+
+
+def confusion(gold: Sequence[str], pred: Sequence[str], codes: Sequence[str]) -> str:
+    """Confusion matrix as text: rows gold, columns predicted (abbreviated codes)."""
+    abbr = {c: "".join(w[0] for w in c.split("_"))[:4] for c in codes}
+    counts = Counter(zip(gold, pred, strict=True))
+    lines = ["gold\\pred " + " ".join(f"{abbr[c]:>4}" for c in codes)]
+    for g in codes:
+        if not any(gg == g for gg in gold):
+            continue
+        row = " ".join(f"{counts[(g, p)] or '.':>4}" for p in codes)
+        lines.append(f"{abbr[g]:>9} {row}")
+    lines.append("legend: " + ", ".join(f"{abbr[c]}={c}" for c in codes))
+    return "\n".join(lines)
+
+
+def evaluate(
+    clf: Classifier,
+    rows: Sequence[dict[str, Any]],
+    title: str,
+    *,
+    transform: Callable[[str], str] = lambda s: s,
+    lenient: bool = False,
+    matrix: bool = True,
+) -> dict[str, float]:
+    """Classify ``rows`` and print accuracy, macro-F1, review figures and a matrix."""
+    gold = [r["sector"] for r in rows]
+    results = [clf.classify(transform(r["text"])) for r in rows]
+    pred = [res.sector for res in results]
+    ok = [g == p for g, p in zip(gold, pred, strict=True)]
+    acc = sum(ok) / len(rows)
+    f1 = macro_f1(gold, pred)
+    out = {"accuracy": acc, "macro_f1": f1}
+    print(f"\n== {title}: n={len(rows)}  accuracy={acc:.3f}  macro-F1={f1:.3f}")
+    if lenient:
+        allowed = [{r["sector"], *filter(None, r.get("sector_alt", "").split("|"))} for r in rows]
+        len_ok = [p in a for p, a in zip(pred, allowed, strict=True)]
+        out["lenient_accuracy"] = sum(len_ok) / len(rows)
+        print(f"   lenient accuracy (sector ∪ sector_alt) = {out['lenient_accuracy']:.3f}")
+        ok = len_ok
+    review = [res.needs_review for res in results]
+    auto = [o for o, rv in zip(ok, review, strict=True) if not rv]
+    errors = [rv for o, rv in zip(ok, review, strict=True) if not o]
+    out["review_rate"] = sum(review) / len(rows)
+    out["auto_precision"] = sum(auto) / len(auto) if auto else float("nan")
+    out["errors_caught"] = sum(errors) / len(errors) if errors else float("nan")
+    print(
+        f"   needs_review rate={out['review_rate']:.3f}  precision of auto-accepted="
+        f"{out['auto_precision']:.3f} ({len(auto)} auto)  errors sent to review="
+        f"{out['errors_caught']:.3f} ({sum(errors)}/{len(errors)})"
+    )
+    if matrix:
+        print(confusion(gold, pred, list(clf.sectors)))
+    return out
+
+
+def reliability(clf: Classifier, rows: Sequence[dict[str, Any]], bins: int = 5) -> None:
+    """Reliability table: mean score vs observed accuracy per score bin."""
+    print("\n== reliability (own set, all registers + stripped copy)")
+    print("   score bin     n   mean score   accuracy")
+    pairs = []
+    for r in rows:
+        for text in (r["text"], strip_diacritics(r["text"])):
+            res = clf.classify(text)
+            pairs.append((res.score, res.sector == r["sector"]))
+    for b in range(bins):
+        lo, hi = b / bins, (b + 1) / bins
+        sel = [(s, o) for s, o in pairs if lo <= s < hi or (b == bins - 1 and s == 1.0)]
+        if sel:
+            mean = sum(s for s, _ in sel) / len(sel)
+            acc = sum(o for _, o in sel) / len(sel)
+            print(f"   [{lo:.1f},{hi:.1f})  {len(sel):5d}   {mean:10.3f}   {acc:8.3f}")
+
+
+def fit(clf: Classifier, rows: Sequence[dict[str, Any]]) -> tuple[float, float]:
+    """Grid-search beta and the khac prior minimising log loss on ``rows`` (+ stripped)."""
+    evid = []
+    for r in rows:
+        for text in (r["text"], strip_diacritics(r["text"])):
+            evid.append((clf.evidence(text)[0], r["sector"]))
+    best = (math.inf, clf.beta, clf.khac_prior)
+    for beta in [x / 20 for x in range(6, 41)]:
+        for prior in [x / 4 for x in range(0, 17)]:
+            clf.beta, clf.khac_prior = beta, prior
+            loss = -sum(math.log(max(clf.probabilities(e)[g], 1e-9)) for e, g in evid)
+            best = min(best, (loss / len(evid), beta, prior))
+    print(f"\n== fit on tune half: log loss={best[0]:.4f}  beta={best[1]}  khac_prior={best[2]}")
+    return best[1], best[2]
+
+
+def grown_config(clf: Classifier, factor: int, seed: int = 7) -> dict[str, Any]:
+    """A copy of the configuration with ``factor`` times as many keyword phrases."""
+    rng = random.Random(seed)
+    config = copy.deepcopy(dict(clf.config))
+    vocab = clf.vocabulary
+    for spec in config["sectors"].values():
+        for tier in ("strong", "medium", "weak"):
+            phrases = list(spec.get(tier, ()))
+            extra = [
+                f"{p.rstrip('!')} {rng.choice(vocab)} {rng.choice(vocab)}"
+                for p in phrases
+                for _ in range(factor - 1)
+            ]
+            spec[tier] = phrases + extra
+    return config
+
+
+def speed(clf: Classifier, texts: Iterable[str], label: str, seconds: float = 2.0) -> float:
+    """Single-core classifications per second over ``texts`` (repeated for ``seconds``)."""
+    texts = list(texts)
+    n = 0
+    start = time.perf_counter()
+    while time.perf_counter() - start < seconds:
+        for t in texts:
+            clf.classify(t)
+        n += len(texts)
+    rate = n / (time.perf_counter() - start)
+    print(f"   {label}: {rate:,.0f} classifications/s")
+    return rate
+
+
+def main() -> None:
+    """Run every measurement and print the figures."""
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--fit", action="store_true", help="fit beta/khac_prior on tune half")
+    parser.add_argument("--no-speed", action="store_true")
+    args = parser.parse_args()
+    clf = Classifier.load()
+    own = load_jsonl(OWN)
+    tune = [r for r in own if r.get("split") == "tune"]
+    hold = [r for r in own if r.get("split") == "holdout"]
+    print(f"thresholds: min_score={clf.min_score} min_margin={clf.min_margin}  "
+          f"beta={clf.beta} khac_prior={clf.khac_prior}  keywords={len(clf.keywords.by_plain)}")
+    if args.fit:
+        clf.beta, clf.khac_prior = fit(clf, tune)
+    evaluate(clf, own, "own set (all)")
+    evaluate(clf, own, "own set, diacritics stripped", transform=strip_diacritics)
+    for name, part in (("tune", tune), ("holdout", hold)):
+        evaluate(clf, part, f"own {name} half", matrix=False)
+        evaluate(clf, part, f"own {name} half, stripped", transform=strip_diacritics,
+                 matrix=False)
+    for reg in ("formal", "sms", "chat", "speech"):
+        evaluate(clf, [r for r in own if r["register"] == reg], f"own register={reg}",
+                 matrix=False)
+    reliability(clf, own)
+    if REAL.exists():
+        real = load_jsonl(REAL)
+        evaluate(clf, real, "real dev set (strict on sector)", lenient=True)
+        evaluate(clf, real, "real dev set, diacritics stripped", lenient=True,
+                 transform=strip_diacritics)
+    else:
+        print(f"\n(real dev set not found at {REAL}; skipped)")
+    if not args.no_speed:
+        print("\n== speed (one core)")
+        texts = [r["text"] for r in own] + [strip_diacritics(r["text"]) for r in own]
+        speed(clf, texts, f"full keyword set ({len(clf.keywords.by_plain)} phrases)")
+        big = Classifier(grown_config(clf, 10), clf.normalizer)
+        big.beta, big.khac_prior = clf.beta, clf.khac_prior
+        speed(big, texts, f"10x keyword set ({len(big.keywords.by_plain)} phrases)")
+        fresh = Classifier.load()
+        start = time.perf_counter()
+        for t in texts:
+            fresh.classify(t)
+        cold = len(texts) / (time.perf_counter() - start)
+        print(f"   first pass, cold fuzzy cache: {cold:,.0f} classifications/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,434 @@
+"""Fuzzy keyword classifier mapping a Vietnamese citizen report to a sector (DESIGN.md §5).
+
+Keywords, weights, routing and thresholds live in ``config/sectors.toml``. A text is normalised
+(:mod:`nlp.normalize`), its token n-grams are looked up on the diacritic-free shadow form, and
+each hit is scored by how well the diacritics agree (or by a rapidfuzz ratio for tokens that
+are not Vietnamese syllables, i.e. typos). Longer phrases win over the words inside them.
+Evidence per sector becomes a probability with a softmax whose temperature and ``khac`` prior
+are fitted on the labelled set (``bench/classify.py --fit``).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from importlib.resources import files
+from pathlib import Path
+from typing import Any
+
+from rapidfuzz import fuzz, process
+
+from nlp.normalize import Normalized, Normalizer, Token
+from nlp.place import Place, extract_places
+
+__all__ = ["Classification", "Classifier", "Match", "Sector"]
+
+KHAC = "khac"
+
+# Plain (diacritic-free) Vietnamese syllable: onset, 1-3 vowels, optional coda. Tokens that
+# fail this are typos or foreign words and are candidates for fuzzy correction.
+_SYLLABLE_RE = re.compile(
+    r"^(ngh|ng|nh|ch|gh|gi|kh|ph|qu|th|tr|[bcdghklmnprstvx])?[aeiouy]{1,3}(ch|ng|nh|[cmnpt])?$"
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One matched phrase; ``start``/``end`` is the character span in the original text."""
+
+    sector: str
+    phrase: str
+    matched: str
+    start: int
+    end: int
+    weight: float
+    similarity: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of the match."""
+        return {
+            "sector": self.sector,
+            "phrase": self.phrase,
+            "matched": self.matched,
+            "start": self.start,
+            "end": self.end,
+            "weight": self.weight,
+            "similarity": round(self.similarity, 3),
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Sector:
+    """A sector of the taxonomy with its handling agency (``route`` may swap the agency)."""
+
+    code: str
+    name: str
+    description: str
+    agency: str
+    agency_code: str
+    co_agencies: tuple[str, ...] = ()
+    reason: str = "sector"  # "sector" or "misconduct" (routed to the inspectorate)
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """Result of :meth:`Classifier.classify`."""
+
+    sector: str
+    score: float
+    needs_review: bool
+    runner_up: str | None
+    runner_up_score: float
+    matches: tuple[Match, ...]
+    urgent: bool
+    urgent_terms: tuple[str, ...]
+    address: str | None
+    evidence: Mapping[str, float] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of the classification."""
+        return {
+            "sector": self.sector,
+            "score": round(self.score, 4),
+            "needs_review": self.needs_review,
+            "runner_up": self.runner_up,
+            "runner_up_score": round(self.runner_up_score, 4),
+            "matches": [m.to_dict() for m in self.matches],
+            "urgent": self.urgent,
+            "urgent_terms": list(self.urgent_terms),
+            "address": self.address,
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class _Phrase:
+    sector: str  # "" for neutral / urgent / routing phrases
+    text: str
+    tokens: tuple[str, ...]
+    plain: tuple[str, ...]
+    weight: float
+    strict: bool
+
+
+@dataclass(frozen=True, slots=True)
+class _Prepared:
+    norm: Normalized
+    seq: list[Token]  # tokens without fillers
+    alts: list[list[tuple[str, float]]]  # plain spellings per token (own, fuzzy fix)
+    names: list[bool]  # token looks like a proper name
+
+
+@dataclass(frozen=True, slots=True)
+class _Hit:
+    phrase: _Phrase
+    first: int  # index into the non-filler token sequence
+    last: int
+    similarity: float
+
+
+class _Index:
+    """Phrases keyed by their diacritic-free token tuple, with a prefix set for pruning."""
+
+    def __init__(self, normalizer: Normalizer) -> None:
+        self.normalizer = normalizer
+        self.by_plain: dict[tuple[str, ...], list[_Phrase]] = {}
+        self.prefixes: set[tuple[str, ...]] = set()
+        self.max_len = 1
+
+    def add(self, sector: str, text: str, weight: float) -> None:
+        strict = text.endswith("!")
+        text = text.rstrip("!").strip()
+        tokens = tuple(t for t in self.normalizer.normalize(text).tokens if not t.filler)
+        if not tokens:
+            return
+        words = tuple(t.text for t in tokens)
+        plain = tuple(t.plain for t in tokens)
+        entries = self.by_plain.setdefault(plain, [])
+        for i, old in enumerate(entries):  # one entry per (sector, words): keep the max weight
+            if old.sector == sector and old.tokens == words:
+                if abs(weight) > abs(old.weight):
+                    entries[i] = _Phrase(sector, text, words, plain, weight, strict)
+                return
+        entries.append(_Phrase(sector, text, words, plain, weight, strict))
+        self.prefixes.update(plain[:n] for n in range(1, len(plain) + 1))
+        self.max_len = max(self.max_len, len(plain))
+
+
+class Classifier:
+    """Sector classifier loaded from a ``sectors.toml`` configuration directory."""
+
+    def __init__(
+        self,
+        config: Mapping[str, Any],
+        normalizer: Normalizer,
+        *,
+        min_score: float = 0.55,
+        min_margin: float = 0.15,
+    ) -> None:
+        """Build the indexes from a parsed ``sectors.toml``."""
+        self.config = config
+        self.normalizer = normalizer
+        self.min_score = min_score
+        self.min_margin = min_margin
+        scoring = config.get("scoring", {})
+        self.length_bonus = float(scoring.get("length_bonus", 0.25))
+        self.mismatch_unigram = float(scoring.get("mismatch_unigram", 0.75))
+        self.mismatch_ngram = float(scoring.get("mismatch_ngram", 0.9))
+        self.strict_plain = float(scoring.get("strict_plain", 0.5))
+        self.fuzzy_cutoff = float(scoring.get("fuzzy_cutoff", 80))
+        self.beta = float(scoring.get("beta", 1.0))
+        self.khac_prior = float(scoring.get("khac_prior", 1.5))
+        weights = {"strong": 3.0, "medium": 2.0, "weak": 1.0, "extra": 2.0, "negative": 2.0}
+        weights.update(config.get("weights", {}))
+        weights.setdefault("extra", weights["medium"])
+        self.sectors: dict[str, Sector] = {}
+        self.keywords = _Index(normalizer)
+        for code, spec in config["sectors"].items():
+            self.sectors[code] = Sector(
+                code, spec["name"], spec.get("description", ""), spec["agency"],
+                spec["agency_code"], tuple(spec.get("co_agencies", ())),
+            )
+            for tier in ("weak", "medium", "extra", "strong"):
+                for text in spec.get(tier, ()):
+                    self.keywords.add(code, text, float(weights[tier]))
+            for text in spec.get("negative", ()):
+                self.keywords.add(code, text, -float(weights["negative"]))
+        for text in config.get("neutral", {}).get("phrases", ()):
+            self.keywords.add("", text, 0.0)
+        if KHAC not in self.sectors:
+            raise ValueError("sectors.toml must define the 'khac' sector")
+        self.urgent = self._side_index(config.get("urgent", {}).get("phrases", ()))
+        routing = config.get("routing", {})
+        self.officials = self._side_index(routing.get("officials", ()))
+        self.misconduct_terms = self._side_index(routing.get("misconduct", ()))
+        self.misconduct_agency = str(routing.get("misconduct_agency", "Thanh tra tỉnh"))
+        self.misconduct_agency_code = str(routing.get("misconduct_agency_code", "thanh_tra"))
+        self.vocabulary = sorted({p for key in self.keywords.by_plain for p in key})
+        self._vocab_set = frozenset(self.vocabulary)
+        self._correct = lru_cache(maxsize=65536)(self._correct_uncached)
+
+    def _side_index(self, phrases: Iterable[str]) -> _Index:
+        index = _Index(self.normalizer)
+        for text in phrases:
+            index.add("", text, 1.0)
+        return index
+
+    @classmethod
+    def load(
+        cls,
+        config_dir: Path | None = None,
+        *,
+        min_score: float = 0.55,
+        min_margin: float = 0.15,
+    ) -> Classifier:
+        """Load ``sectors.toml`` and ``normalize.toml`` (packaged ``config`` by default)."""
+        if config_dir is None:
+            sectors_text = files("config").joinpath("sectors.toml").read_text("utf-8")
+            normalizer = Normalizer.load()
+        else:
+            config_dir = Path(config_dir)
+            sectors_text = (config_dir / "sectors.toml").read_text("utf-8")
+            norm_path = config_dir / "normalize.toml"
+            normalizer = Normalizer.load(norm_path if norm_path.exists() else None)
+        config = tomllib.loads(sectors_text)
+        return cls(config, normalizer, min_score=min_score, min_margin=min_margin)
+
+    # -- matching ---------------------------------------------------------------------------
+
+    def _correct_uncached(self, plain: str) -> tuple[str, float] | None:
+        """Fuzzy-correct a non-syllable token against the keyword vocabulary."""
+        found = process.extractOne(
+            plain, self.vocabulary, scorer=fuzz.ratio, score_cutoff=self.fuzzy_cutoff
+        )
+        return (found[0], found[1] / 100.0) if found else None
+
+    def _alternatives(self, token: Token) -> list[tuple[str, float]]:
+        """Plain spellings a token may stand for, with 1.0 or a fuzzy similarity."""
+        alts = [(token.plain, 1.0)]
+        plain = token.plain
+        if (
+            len(plain) >= 4
+            and plain not in self._vocab_set
+            and plain.isalpha()
+            and not _SYLLABLE_RE.match(plain)
+        ):
+            fixed = self._correct(plain)
+            if fixed is not None:
+                alts.append(fixed)
+        return alts
+
+    def _token_sim(self, phrase: _Phrase, word: str, tok: Token, fz: float, n: int,
+                   marked_text: bool, name: bool) -> float:
+        if fz < 1.0:
+            return 0.0 if phrase.strict or name else fz
+        if word == tok.text:
+            return 1.0
+        if name:  # "Trần" is a surname, not a misspelt "tràn"; "Le Loi" is not "lỗi"
+            return 0.0
+        # Same shadow, different diacritics. In SMS-style text the shadow is all we have; in
+        # a text with diacritics it is a typo ("ngâp") or a different word ("đến" vs "đèn").
+        if not marked_text:
+            return self.strict_plain if phrase.strict else 1.0
+        if phrase.strict:
+            return 0.0
+        return self.mismatch_unigram if n == 1 else self.mismatch_ngram
+
+    def _scan(self, norm: Normalized, index: _Index, seq: list[Token],
+              alts: list[list[tuple[str, float]]], names: list[bool]) -> list[_Hit]:
+        hits: list[_Hit] = []
+        marked = norm.has_diacritics
+        for a in range(len(seq)):
+            partial: list[tuple[tuple[str, ...], tuple[float, ...]]] = [((), ())]
+            for b in range(a, min(len(seq), a + index.max_len)):
+                partial = [
+                    ((*key, p), (*fzs, fs))
+                    for key, fzs in partial
+                    for p, fs in alts[b]
+                    if (*key, p) in index.prefixes
+                ]
+                if not partial:
+                    break
+                for key, fzs in partial:
+                    for phrase in index.by_plain.get(key, ()):
+                        sim = 1.0
+                        for j, word in enumerate(phrase.tokens):
+                            sim *= self._token_sim(
+                                phrase, word, seq[a + j], fzs[j], len(key), marked, names[a + j]
+                            )
+                        if sim > 0.0:
+                            hits.append(_Hit(phrase, a, b, sim))
+        return hits
+
+    def _prepare(self, text: str) -> _Prepared:
+        norm = self.normalizer.normalize(text)
+        seq = [t for t in norm.tokens if not t.filler]
+        # A capitalised word inside a sentence is a proper name ("Lê Lợi", "Trần Phú"); it
+        # only matches keywords exactly. Texts in ALL CAPS or Title Case are exempt.
+        caps = [t.surface[:1].isupper() for t in seq]
+        names = [False] * len(seq)
+        if sum(caps) * 2 <= len(seq):
+            for i in range(1, len(seq)):
+                gap = text[seq[i - 1].end : seq[i].start]
+                names[i] = caps[i] and not any(ch in gap for ch in ".!?:\n")
+        return _Prepared(norm, seq, [self._alternatives(t) for t in seq], names)
+
+    def _select(self, hits: list[_Hit]) -> tuple[list[_Hit], list[_Hit]]:
+        """Greedy longest-first selection of non-overlapping hits; negatives kept aside."""
+        negatives = [h for h in hits if h.phrase.weight < 0]
+        positives = [h for h in hits if h.phrase.weight >= 0]
+        positives.sort(key=lambda h: (h.first - h.last, -h.phrase.weight * h.similarity))
+        owner: dict[int, tuple[int, int, bool]] = {}
+        chosen: list[_Hit] = []
+        for hit in positives:
+            span = range(hit.first, hit.last + 1)
+            taken = [owner[i] for i in span if i in owner]
+            neutral = hit.phrase.sector == ""
+            # Free tokens, or exactly the span of another sector's keyword (a shared phrase).
+            if taken and not all(o == (hit.first, hit.last, False) for o in taken):
+                continue
+            if taken and neutral:
+                continue
+            if taken and any(
+                c.first == hit.first and c.last == hit.last and c.phrase.sector == hit.phrase.sector
+                for c in chosen
+            ):
+                continue  # "cám ơn" and "cảm ơn" on the same words: keep the better one
+            for i in span:
+                owner[i] = (hit.first, hit.last, neutral)
+            if not neutral:
+                chosen.append(hit)
+        return chosen, negatives
+
+    def evidence(self, text: str) -> tuple[dict[str, float], list[Match], Normalized, list[Place]]:
+        """Raw evidence per sector, the accepted matches, the normalised text and places."""
+        prep = self._prepare(text)
+        norm, seq = prep.norm, prep.seq
+        places = extract_places(norm)
+        # Words of an address ("đường Lê Lợi", "phường Tân Định", "hẻm 45") are not evidence;
+        # for a landmark only its name is skipped ("chợ" of "chợ Đông Ba" still counts).
+        blocked = [
+            (p.name_start if p.kind == "landmark" else p.start, p.end) for p in places
+        ]
+        hits = [
+            h for h in self._scan(norm, self.keywords, seq, prep.alts, prep.names)
+            if not any(s <= seq[h.first].start and seq[h.last].end <= e for s, e in blocked)
+        ]
+        chosen, negatives = self._select(hits)
+        scores = dict.fromkeys(self.sectors, 0.0)
+        seen: dict[tuple[str, str], int] = {}
+        matches: list[Match] = []
+        for hit in sorted(chosen, key=lambda h: h.first):
+            ph = hit.phrase
+            count = seen[(ph.sector, ph.text)] = seen.get((ph.sector, ph.text), 0) + 1
+            if count > 2:  # a phrase repeated many times is still one complaint
+                continue
+            bonus = 1.0 + self.length_bonus * (len(ph.tokens) - 1)
+            scores[ph.sector] += ph.weight * hit.similarity * bonus
+            start, end = seq[hit.first].start, seq[hit.last].end
+            matches.append(
+                Match(ph.sector, ph.text, text[start:end], start, end, ph.weight, hit.similarity)
+            )
+        for hit in negatives:
+            scores[hit.phrase.sector] += hit.phrase.weight * hit.similarity
+        return {k: max(v, 0.0) for k, v in scores.items()}, matches, norm, places
+
+    def probabilities(self, evidence: Mapping[str, float]) -> dict[str, float]:
+        """Softmax of the evidence; ``khac`` gets the prior so that no evidence means khac."""
+        logits = {
+            code: self.beta * (ev + (self.khac_prior if code == KHAC else 0.0))
+            for code, ev in evidence.items()
+        }
+        top = max(logits.values())
+        exp = {code: math.exp(v - top) for code, v in logits.items()}
+        total = sum(exp.values())
+        return {code: v / total for code, v in exp.items()}
+
+    def _terms(self, index: _Index, text: str, threshold: float = 0.7) -> list[_Hit]:
+        p = self._prepare(text)
+        hits = self._scan(p.norm, index, p.seq, p.alts, p.names)
+        return [h for h in hits if h.similarity >= threshold]
+
+    # -- public API -------------------------------------------------------------------------
+
+    def classify(self, text: str) -> Classification:
+        """Classify one report text."""
+        evidence, matches, norm, places = self.evidence(text or "")
+        urgent_hits = self._terms(self.urgent, text or "")
+        urgent_terms = tuple(dict.fromkeys(h.phrase.text for h in urgent_hits))
+        address = ", ".join(p.text for p in places) or None
+        if not any(not t.filler for t in norm.tokens):
+            # Empty, punctuation or pure filler ("alo", "dạ"): nothing to route or review.
+            return Classification(KHAC, 1.0, False, None, 0.0, (), False, (), None, evidence)
+        probs = self.probabilities(evidence)
+        ranked = sorted(probs, key=lambda c: (-probs[c], -evidence[c]))
+        best, second = ranked[0], ranked[1]
+        score, second_score = probs[best], probs[second]
+        runner_up = second if evidence[second] > 0 or second == KHAC else None
+        needs_review = score < self.min_score or (score - second_score) < self.min_margin
+        return Classification(
+            best, score, needs_review, runner_up, second_score, tuple(matches),
+            bool(urgent_terms), urgent_terms, address, evidence,
+        )
+
+    def is_misconduct(self, text: str) -> bool:
+        """True when the text accuses an official of misconduct (inspectorate's case)."""
+        return bool(self._terms(self.officials, text)) and bool(
+            self._terms(self.misconduct_terms, text)
+        )
+
+    def route(self, sector: str, text: str = "") -> Sector:
+        """Handling agency for ``sector``; misconduct of officials goes to Thanh tra."""
+        base = self.sectors.get(sector) or self.sectors[KHAC]
+        if text and self.is_misconduct(text):
+            return replace(
+                base,
+                agency=self.misconduct_agency,
+                agency_code=self.misconduct_agency_code,
+                co_agencies=(),
+                reason="misconduct",
+            )
+        return base

@@ -1,0 +1,197 @@
+"""Vietnamese text normalisation for the sector classifier (DESIGN.md §5).
+
+Pipeline per token: Unicode NFC (also repairs NFD input from some phones), lower case,
+repeated-letter squashing ("quáaaa" -> "quá"), teencode / abbreviation expansion from
+``config/normalize.toml`` ("ko" -> "không", "p." -> "phường", "q1" -> "quận 1"), and a
+diacritic-free shadow form ("đường" -> "duong"). Every output token keeps the character span
+of the original text it came from, so matches can be highlighted for an operator.
+"""
+
+from __future__ import annotations
+
+import re
+import tomllib
+import unicodedata
+from collections.abc import Mapping
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib.resources import files
+from itertools import groupby
+from pathlib import Path
+
+__all__ = [
+    "Normalized",
+    "Normalizer",
+    "Token",
+    "fold",
+    "has_diacritics",
+    "normalize",
+    "strip_diacritics",
+]
+
+# Tokens: house numbers such as "12/3", "45a" or "7-9" stay whole; otherwise runs of word
+# characters *plus combining marks* (U+0300..U+036F), because NFD input keeps the tone marks
+# as separate code points that Python's \w does not match.
+_TOKEN_RE = re.compile(r"\d+[a-zA-Z]?(?:[/\-]\d+[a-zA-Z]?)+|[^\W_][\w\u0300-\u036f]*", re.UNICODE)
+_NUMBERED_RE = re.compile(r"^([a-zđ]{1,2})(\d+[a-z]?)$")
+_SPACE_RE = re.compile(r"\s+")
+_PUNCT_RE = re.compile(r"[^\w\s/]+", re.UNICODE)
+
+# "đ" is a separate letter, not a "d" with a combining mark, so NFD does not strip it.
+_PLAIN_EXTRA = str.maketrans({"đ": "d", "Đ": "D"})
+
+
+def strip_diacritics(text: str) -> str:
+    """Return ``text`` without Vietnamese diacritics (``đường`` -> ``duong``)."""
+    decomposed = unicodedata.normalize("NFD", text)
+    stripped = "".join(ch for ch in decomposed if not unicodedata.combining(ch))
+    return unicodedata.normalize("NFC", stripped.translate(_PLAIN_EXTRA))
+
+
+def has_diacritics(text: str) -> bool:
+    """True when ``text`` carries at least one Vietnamese diacritic or the letter đ."""
+    return strip_diacritics(text) != text
+
+
+@dataclass(frozen=True, slots=True)
+class Token:
+    """One normalised token; ``start``/``end`` index the original text."""
+
+    text: str  # NFC, lower case, expanded (may be one word of a multi-word expansion)
+    plain: str  # diacritic-free shadow of ``text``
+    start: int
+    end: int
+    surface: str  # the original characters (NFC), case kept, for place extraction
+    marked: bool  # the original token carried diacritics
+    filler: bool = False  # spoken filler ("dạ", "thì", "cái") skipped by phrase matching
+
+
+@dataclass(frozen=True, slots=True)
+class Normalized:
+    """A normalised text: tokens with spans plus joined normal and shadow forms."""
+
+    original: str
+    tokens: tuple[Token, ...]
+    has_diacritics: bool  # most letter tokens carry diacritics (not SMS style)
+
+    @property
+    def text(self) -> str:
+        """Normalised text with diacritics, tokens joined by single spaces."""
+        return " ".join(t.text for t in self.tokens)
+
+    @property
+    def plain(self) -> str:
+        """Diacritic-free shadow form of :attr:`text`."""
+        return " ".join(t.plain for t in self.tokens)
+
+
+def _squash(token: str, keep_double: frozenset[str]) -> str:
+    """Collapse runs of one letter ("ngậppp" -> "ngập", "quáaa" -> "quá")."""
+    out: list[str] = []
+    for _, group in groupby(token, key=lambda ch: strip_diacritics(ch) if ch.isalpha() else ch):
+        run = list(group)
+        if len(run) == 1 or not run[0].isalpha():
+            out.extend(run)
+        elif len(run) == 2 and strip_diacritics(run[0]) in keep_double:
+            out.extend(run)  # "xoong", "boong"
+        else:
+            # Keep the toned variant: "quáa" and "quaá" both give "quá".
+            out.append(next((ch for ch in run if has_diacritics(ch)), run[0]))
+    return "".join(out)
+
+
+class Normalizer:
+    """Table-driven normaliser; build it with :meth:`load` or from mappings."""
+
+    def __init__(
+        self,
+        teencode: Mapping[str, str],
+        dotted: Mapping[str, str],
+        numbered: Mapping[str, str],
+        keep_double: frozenset[str] = frozenset({"o"}),
+        fillers: frozenset[str] = frozenset(),
+    ) -> None:
+        """Create a normaliser from replacement tables (keys are lower case)."""
+        nfc = unicodedata.normalize
+        self.teencode = {nfc("NFC", k): nfc("NFC", v) for k, v in teencode.items()}
+        self.dotted = {nfc("NFC", k): nfc("NFC", v) for k, v in dotted.items()}
+        self.numbered = {nfc("NFC", k): nfc("NFC", v) for k, v in numbered.items()}
+        self.keep_double = keep_double
+        self.fillers = frozenset(nfc("NFC", w) for w in fillers)
+        self._word = lru_cache(maxsize=65536)(self._word_uncached)
+
+    @classmethod
+    def load(cls, path: Path | None = None) -> Normalizer:
+        """Load the tables from ``normalize.toml`` (the packaged one by default)."""
+        if path is None:
+            data = tomllib.loads(files("config").joinpath("normalize.toml").read_text("utf-8"))
+        else:
+            data = tomllib.loads(Path(path).read_text("utf-8"))
+        options = data.get("options", {})
+        return cls(
+            data.get("teencode", {}),
+            data.get("dotted", {}),
+            data.get("numbered", {}),
+            frozenset(options.get("keep_double", ["o"])),
+            frozenset(options.get("fillers", [])),
+        )
+
+    def _word_uncached(self, raw: str, dotted: bool) -> tuple[tuple[str, ...], bool]:
+        """Normalise one raw token into one or more words; also report if it was marked."""
+        word = unicodedata.normalize("NFC", raw)
+        marked = has_diacritics(word)
+        word = word.lower()
+        if not word.isdigit():
+            word = _squash(word, self.keep_double)
+        if dotted and word in self.dotted:
+            return tuple(self.dotted[word].split()), marked
+        if word in self.teencode:
+            return tuple(self.teencode[word].split()), marked
+        m = _NUMBERED_RE.match(word)
+        if m and m.group(1) in self.numbered:
+            return (*self.numbered[m.group(1)].split(), m.group(2)), marked
+        return (word,), marked
+
+    def normalize(self, text: str) -> Normalized:
+        """Normalise ``text`` into tokens with spans in the original string."""
+        tokens: list[Token] = []
+        marked_count = 0
+        letter_count = 0
+        for m in _TOKEN_RE.finditer(text):
+            raw = m.group()
+            end = m.end()
+            dotted = end < len(text) and text[end] == "."
+            words, marked = self._word(raw, dotted)
+            surface = unicodedata.normalize("NFC", raw)
+            if surface.isalpha():
+                letter_count += 1
+                marked_count += marked
+            for w in words:
+                filler = w in self.fillers
+                plain = strip_diacritics(w)
+                tokens.append(Token(w, plain, m.start(), end, surface, marked, filler))
+        # A text counts as "with diacritics" when at least a third of its words carry
+        # them; Vietnamese prose marks well over half of its syllables, SMS text none.
+        with_marks = letter_count > 0 and marked_count * 3 >= letter_count
+        return Normalized(text, tuple(tokens), with_marks)
+
+
+@lru_cache(maxsize=1)
+def _default() -> Normalizer:
+    return Normalizer.load()
+
+
+def normalize(text: str) -> Normalized:
+    """Normalise ``text`` with the packaged tables."""
+    return _default().normalize(text)
+
+
+def fold(text: str) -> str:
+    """Return the normalised form of ``text`` as one string (NFC, lower, expanded)."""
+    return normalize(text).text
+
+
+def collapse(text: str) -> str:
+    """NFC, lower case, punctuation folded to spaces, whitespace collapsed (no expansion)."""
+    text = unicodedata.normalize("NFC", text).lower()
+    return _SPACE_RE.sub(" ", _PUNCT_RE.sub(" ", text)).strip()
