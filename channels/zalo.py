@@ -89,6 +89,8 @@ class ZaloChannel(Channel):
     # Zalo CDNs: photo/voice/file hosts under zadn.vn and zdn.vn (e.g. voice-aac-dl.zdn.vn),
     # links under zalo.me.
     MEDIA_HOST_SUFFIXES: ClassVar[tuple[str, ...]] = ("zadn.vn", "zdn.vn", "zalo.me")
+    # The picture Zalo shows on a request_user_info form (Zalo's own "fill in" artwork).
+    REQUEST_INFO_IMAGE: ClassVar[str] = "https://oa-wg-stc.zdn.vn/oa/customer/images/fillform.jpg"
 
     def __init__(
         self,
@@ -309,16 +311,29 @@ class ZaloChannel(Channel):
         return SendResult(provider_id=ids[0] if ids else None, raw={"message_ids": ids})
 
     def _payloads(self, uid: str, message: OutboundMessage) -> list[dict[str, Any]]:
+        contact = next((b for b in message.buttons if b.kind == "contact"), None)
+        others = [b for b in message.buttons if b.kind != "contact"]
         text = message.text
-        if message.buttons:
+        if others:
             # Zalo's query buttons come back as ordinary user text, so buttons are numbered.
-            text = f"{text}\n\n{numbered_buttons(message.buttons)}".strip()
+            text = f"{text}\n\n{numbered_buttons(others)}".strip()
         bodies: list[dict[str, Any]] = []
+        if contact is not None and len(text) <= 500 and not message.reply_to:
+            text, subtitle = "", text  # the form carries the question itself
+        else:
+            subtitle = contact.title if contact is not None else ""
         for i, chunk in enumerate(split_text(text) if text else []):
             msg: dict[str, Any] = {"text": chunk}
             if i == 0 and message.reply_to:
                 msg["quote_message_id"] = message.reply_to
             bodies.append(msg)
+        if contact is not None:
+            # The request_user_info form: the citizen's answer comes back as user_submit_info
+            # (phone + address), parsed as kind "contact".
+            bodies.append({"attachment": {"type": "template", "payload": {
+                "template_type": "request_user_info",
+                "elements": [{"title": contact.title[:100], "subtitle": subtitle[:500],
+                              "image_url": self.REQUEST_INFO_IMAGE}]}}})
         for att in message.attachments:
             if att.kind == "image":
                 bodies.append({"attachment": {"type": "template", "payload": {

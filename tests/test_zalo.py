@@ -440,3 +440,16 @@ async def test_new_pair_in_settings_replaces_the_stored_one_once(zalo: Any) -> N
     # Rotation kept the seed mark: a further restart with the same settings keeps the store.
     again = ZaloChannel(settings, http=channel.http, tokens=store)
     assert await again.token_manager.access_token() == fake.access_token
+
+
+async def test_contact_button_becomes_a_request_user_info_form(zalo: Any) -> None:
+    fake, channel, _, _ = zalo
+    await channel.send(outbound("Bạn cho xin số điện thoại để cán bộ liên hệ nhé?",
+                                buttons=(Button("Chia sẻ số điện thoại", "phone", "contact"),)))
+    (sent,) = fake.sends
+    payload = sent["message"]["attachment"]["payload"]
+    assert payload["template_type"] == "request_user_info"
+    (element,) = payload["elements"]
+    assert element["title"] == "Chia sẻ số điện thoại"
+    assert element["subtitle"] == "Bạn cho xin số điện thoại để cán bộ liên hệ nhé?"
+    assert element["image_url"].startswith("https://")
