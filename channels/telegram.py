@@ -16,6 +16,7 @@ when a shared contact was not usable.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hmac
 import json
 import logging
@@ -377,6 +378,11 @@ class TelegramChannel(Channel):
         if not text.strip():
             raise SendError("empty message", retryable=False, code="empty")
         bot = await self.bot()
+        if query_id := message.metadata.get("callback_query_id"):
+            # Stop the spinner on the pressed button; a query older than ~15 min is refused
+            # by Telegram, which must not keep the reply itself from going out.
+            with contextlib.suppress(tg_error.TelegramError):
+                await bot.answer_callback_query(str(query_id))
         chunks = split_text(text)
         ids: list[int] = []
         try:

@@ -331,6 +331,17 @@ async def test_send_bad_recipient(channel: TelegramChannel) -> None:
     assert err.value.retryable is False
 
 
+async def test_send_answers_callback_from_metadata(channel: TelegramChannel,
+                                                   fake: FakeTelegram) -> None:
+    fake.fail("answerCallbackQuery", 400, "Bad Request: query is too old")
+    msg = OutboundMessage(channel="telegram", recipient=f"telegram:{CHAT}", text="Đã gửi",
+                          metadata={"callback_query_id": "4382bfdwdsb323b2d9"})
+    await channel.send(msg)
+    assert [c.params["callback_query_id"] for c in fake.named("answerCallbackQuery")] == [
+        "4382bfdwdsb323b2d9"]
+    assert [s["text"] for s in fake.sent()] == ["Đã gửi"]
+
+
 async def test_answer_callback(channel: TelegramChannel, fake: FakeTelegram) -> None:
     await channel.answer_callback("4382bfdwdsb323b2d9")
     (call,) = fake.named("answerCallbackQuery")
