@@ -263,6 +263,7 @@ async def create_request(request: web.Request) -> web.Response:
         if code and report.sector != code:
             # The requester chose the service: it wins over the classifier's guess.
             report.runner_up, report.sector = report.sector, code
+            report.agency = services.classifier.route(code, description).agency
             session.add(report)
         await session.commit()
     return respond(fmt, "service_requests", "request",
