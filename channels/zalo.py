@@ -115,6 +115,7 @@ class ZaloChannel(Channel):
 
     async def refresh_if_expiring(self, margin_s: float = 3600) -> bool:
         """Rotate the OA token pair when it expires within `margin_s` (schedule hourly)."""
+        self.token_manager.http = self.http
         return await self.token_manager.refresh_if_expiring(margin_s)
 
     # -- inbound ---------------------------------------------------------------------------
@@ -127,9 +128,11 @@ class ZaloChannel(Channel):
             body = _loads(request.body) if request.body.strip() else {}
         except (ValueError, UnicodeDecodeError):
             body = None
+        if body == {}:
+            # The registration probe Zalo POSTs when the URL is saved (unsigned, or signed in
+            # ways the console's "Test" does not document): it carries nothing to ingest.
+            return
         if not header:
-            if body == {}:
-                return  # the unsigned registration probe Zalo POSTs when the URL is saved
             raise SignatureError("missing X-ZEvent-Signature", status=401)
         got = header.strip().lower().removeprefix("mac=").strip()
         variant = self._match(request, body if isinstance(body, dict) else {}, got)
@@ -194,7 +197,8 @@ class ZaloChannel(Channel):
         except (TypeError, ValueError, OverflowError):
             received = utcnow()
         if event in ("follow", "unfollow"):
-            uid = str((body.get("follower") or {}).get("id") or "")
+            uid = str((body.get("follower") or {}).get("id")
+                      or (body.get("sender") or {}).get("id") or body.get("user_id") or "")
             if not uid:
                 raise MalformedError("follow without follower.id")
             ext = f"{event}:{uid}:{body.get('timestamp', '')}"
@@ -344,6 +348,7 @@ class ZaloChannel(Channel):
         return [{"recipient": {"user_id": uid}, "message": m} for m in bodies]
 
     async def _send_one(self, body: dict[str, Any]) -> Mapping[str, Any]:
+        self.token_manager.http = self.http  # in case the session was replaced after init
         token = await self._token()
         data = await self._post_cs(token, body)
         code = oa_error_code(data)
