@@ -39,6 +39,7 @@ from channels.meta_send import (
     build_messenger_payloads,
     classify_graph_error,
     download_media,
+    window_closed,
 )
 
 log = logging.getLogger("paht.channels.facebook")
@@ -240,7 +241,7 @@ class FacebookChannel(Channel):
         scheme, _, psid = message.recipient.partition(":")
         if scheme != "facebook" or not psid:
             raise SendError("not a facebook recipient", retryable=False, code="recipient")
-        if message.last_inbound_at is not None and utcnow() - message.last_inbound_at > WINDOW:
+        if window_closed(message.last_inbound_at, WINDOW):
             # Outside the standard window only HUMAN_AGENT-tagged messages are allowed, and
             # automated replies may not use that tag: the gateway falls back to SMS.
             raise SendError("messenger 24 h window closed", retryable=False,

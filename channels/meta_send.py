@@ -10,12 +10,13 @@ from __future__ import annotations
 import hashlib
 import hmac
 from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 
-from channels.base import Button, OutboundMessage, SendError
+from channels.base import Button, OutboundMessage, SendError, utcnow
 
 # Messenger refuses text over 2,000 characters; quick replies: at most 13, titles ≤ 20 chars.
 MAX_TEXT = 2000
@@ -33,6 +34,16 @@ WINDOW_SUBCODES = frozenset({2018278})
 # matching user), 190 invalid token, 200 permission, 368 policy block, 551 "this person
 # isn't available right now". They are not retried (the default for unknown codes too).
 RATE_LIMIT_RETRY_AFTER = 60.0
+
+
+def window_closed(last_inbound_at: datetime | None, window: timedelta) -> bool:
+    """True when the citizen's last message is older than `window` (unknown → let the
+    provider decide). A naive timestamp (SQLite) is taken as UTC."""
+    if last_inbound_at is None:
+        return False
+    if last_inbound_at.tzinfo is None:
+        last_inbound_at = last_inbound_at.replace(tzinfo=UTC)
+    return utcnow() - last_inbound_at > window
 
 
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:

@@ -35,7 +35,7 @@ from channels.base import (
     from_epoch,
     utcnow,
 )
-from channels.meta_send import download_media, numbered_buttons, split_text
+from channels.meta_send import download_media, numbered_buttons, split_text, window_closed
 from channels.zalo_tokens import (
     TOKEN_CODES,
     TokenError,
@@ -303,7 +303,7 @@ class ZaloChannel(Channel):
         if scheme != "zalo" or not uid or uid.startswith("anon:"):
             # Anonymous chats are answered only from the OA chat tool.
             raise SendError("not a reachable zalo recipient", retryable=False, code="recipient")
-        if message.last_inbound_at is not None and utcnow() - message.last_inbound_at > WINDOW:
+        if window_closed(message.last_inbound_at, WINDOW):
             raise SendError("zalo 7-day cs window closed", retryable=False, window_closed=True,
                             code="window")
         ids: list[str] = []

@@ -375,3 +375,12 @@ async def test_route_404_when_not_configured(settings_factory: Any, gateway_clie
     _, raw = load_case(FIXTURES / "text.json")
     resp = await client.post("/webhooks/facebook", data=raw.body, headers=dict(raw.headers))
     assert resp.status == 404
+
+
+def test_naive_last_inbound_at_is_taken_as_utc() -> None:
+    from channels.meta_send import window_closed
+
+    naive = utcnow().replace(tzinfo=None)
+    assert not window_closed(naive - timedelta(hours=23), timedelta(hours=24))
+    assert window_closed(naive - timedelta(hours=25), timedelta(hours=24))
+    assert not window_closed(None, timedelta(hours=24))
