@@ -39,6 +39,7 @@ from channels.meta_send import (
     build_messenger_payloads,
     classify_graph_error,
     download_media,
+    phone_e164,
     window_closed,
 )
 
@@ -52,19 +53,6 @@ _PHONE_RE = re.compile(r"^\+?[\d .\-()]{8,20}$")
 
 def _nfc(text: Any) -> str:
     return unicodedata.normalize("NFC", text) if isinstance(text, str) else ""
-
-
-def _phone_e164(value: str) -> str | None:
-    """The Messenger phone quick reply's number as E.164 (+84…), or None."""
-    import phonenumbers  # local: only needed for the rare phone quick reply
-
-    try:
-        num = phonenumbers.parse(value, "VN")
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(num):
-        return None
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
 
 class FacebookChannel(Channel):
@@ -145,7 +133,11 @@ class FacebookChannel(Channel):
             for event in entry.get("messaging", []) or []:
                 if not isinstance(event, dict):
                     raise MalformedError("messaging event is not an object")
-                msg = self._parse_event(event, entry)
+                try:
+                    msg = self._parse_event(event, entry)
+                except (AttributeError, TypeError, KeyError) as exc:
+                    # A field of the wrong type (e.g. "sender": "x"): 400, not a crash.
+                    raise MalformedError(f"unexpected event shape: {exc}") from exc
                 if msg is not None and msg.external_id not in seen:
                     seen.add(msg.external_id)
                     out.append(msg)
@@ -225,7 +217,7 @@ class FacebookChannel(Channel):
             kind = "postback"
             # The user_phone_number quick reply sends the number as both text and payload.
             if postback == text and _PHONE_RE.match(postback):
-                phone = _phone_e164(postback)
+                phone = phone_e164(postback)
                 if phone:
                     kind, postback = "contact", None
         return InboundMessage(

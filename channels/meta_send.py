@@ -2,19 +2,22 @@
 
 Send API: https://developers.facebook.com/docs/messenger-platform/reference/send-api/
 Error codes: https://developers.facebook.com/docs/messenger-platform/error-codes
-The bounded media download (`download_media`) is shared with channels/zalo.py.
+The bounded media download (`download_media`), text splitting, button numbering, the reply
+window check and phone normalisation are shared with channels/zalo.py.
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+import phonenumbers
 
 from channels.base import Button, OutboundMessage, SendError, utcnow
 
@@ -44,6 +47,22 @@ def window_closed(last_inbound_at: datetime | None, window: timedelta) -> bool:
     if last_inbound_at.tzinfo is None:
         last_inbound_at = last_inbound_at.replace(tzinfo=UTC)
     return utcnow() - last_inbound_at > window
+
+
+def phone_e164(value: Any) -> str | None:
+    """A phone as Zalo/Messenger send it ("84912345678", "0912345678", "+84 912…") as E.164."""
+    raw = re.sub(r"[^\d+]", "", str(value or ""))
+    if not raw:
+        return None
+    if raw.startswith("84") and len(raw) >= 11:
+        raw = "+" + raw  # Zalo writes numbers as 84xxxxxxxxx without the plus
+    try:
+        num = phonenumbers.parse(raw, "VN")
+    except phonenumbers.NumberParseException:
+        return None
+    if not phonenumbers.is_possible_number(num):
+        return None
+    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
 
 def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:

@@ -35,7 +35,13 @@ from channels.base import (
     from_epoch,
     utcnow,
 )
-from channels.meta_send import download_media, numbered_buttons, split_text, window_closed
+from channels.meta_send import (
+    download_media,
+    numbered_buttons,
+    phone_e164,
+    split_text,
+    window_closed,
+)
 from channels.zalo_tokens import (
     TOKEN_CODES,
     TokenError,
@@ -57,24 +63,6 @@ _TS_RE = re.compile(rb'"timestamp"\s*:\s*"?(\d+)')
 
 def _nfc(text: Any) -> str:
     return unicodedata.normalize("NFC", text) if isinstance(text, str) else ""
-
-
-def phone_e164(value: Any) -> str | None:
-    """A Zalo phone ("84912345678", "0912345678", "+84 912…") as E.164, or None."""
-    import phonenumbers
-
-    raw = re.sub(r"[^\d+]", "", str(value or ""))
-    if not raw:
-        return None
-    if raw.startswith("84") and len(raw) >= 11:
-        raw = "+" + raw  # Zalo writes numbers as 84xxxxxxxxx without the plus
-    try:
-        num = phonenumbers.parse(raw, "VN")
-    except phonenumbers.NumberParseException:
-        return None
-    if not phonenumbers.is_possible_number(num):
-        return None
-    return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
 
 def _loads(body: bytes) -> Any:
@@ -135,7 +123,10 @@ class ZaloChannel(Channel):
         if not header:
             raise SignatureError("missing X-ZEvent-Signature", status=401)
         got = header.strip().lower().removeprefix("mac=").strip()
-        variant = self._match(request, body if isinstance(body, dict) else {}, got)
+        try:
+            variant = self._match(request, body if isinstance(body, dict) else {}, got)
+        except (AttributeError, TypeError):
+            variant = None  # fields of unexpected types: cannot be one of ours
         if variant is None:
             raise SignatureError("bad X-ZEvent-Signature", status=401)
         if variant != self.last_signature_variant:
@@ -148,8 +139,10 @@ class ZaloChannel(Channel):
         firsts: dict[str, str] = {"app_id": s.zalo_app_id}
         if body.get("app_id") and body.get("app_id") != s.zalo_app_id:
             firsts["body_app_id"] = str(body["app_id"])
-        # Community threads report the OA id working as the first term.
-        oa_id = body.get("oa_id") or (body.get("recipient") or {}).get("id")
+        # Community threads report the OA id working as the first term. It is the recipient
+        # of user events and the sender of the OA's own (echo) events.
+        party = "sender" if str(body.get("event_name", "")).startswith("oa_") else "recipient"
+        oa_id = body.get("oa_id") or (body.get(party) or {}).get("id")
         if oa_id:
             firsts["oa_id"] = str(oa_id)
         stamps: dict[str, str] = {}
@@ -185,6 +178,13 @@ class ZaloChannel(Channel):
             raise MalformedError(f"invalid JSON: {exc}") from exc
         if not isinstance(body, dict):
             raise MalformedError("expected a JSON object")
+        try:
+            return self._parse_event(body)
+        except (AttributeError, TypeError, KeyError) as exc:
+            # A field of the wrong type (e.g. "sender": "x"): 400, not a crash.
+            raise MalformedError(f"unexpected event shape: {exc}") from exc
+
+    def _parse_event(self, body: dict[str, Any]) -> list[InboundMessage]:
         if not body:
             return []  # registration probe
         event = str(body.get("event_name") or "")
