@@ -145,6 +145,8 @@ class FacebookChannel(Channel):
 
     def _parse_event(self, event: dict[str, Any], entry: dict[str, Any]) -> InboundMessage | None:
         psid = str((event.get("sender") or {}).get("id") or "")
+        if not psid:
+            return None  # e.g. chat-plugin guests or checkbox opt-ins (sender.user_ref only)
         ts = event.get("timestamp") or entry.get("time")
         try:
             received = from_epoch(ts, millis=True) if ts is not None else utcnow()
@@ -153,7 +155,7 @@ class FacebookChannel(Channel):
         base = {"channel": self.name, "sender": f"facebook:{psid}", "received_at": received,
                 "raw": event}
         if "message" in event:
-            return self._parse_message(event["message"], psid, base)
+            return self._parse_message(event["message"], base)
         if "postback" in event:
             pb = event["postback"] or {}
             payload = str(pb.get("payload") or "")
@@ -165,7 +167,7 @@ class FacebookChannel(Channel):
         if "message_edit" in event:
             edit = event["message_edit"] or {}
             mid = str(edit.get("mid") or "")
-            if not mid or not psid:
+            if not mid:
                 return None
             return InboundMessage(external_id=f"{mid}#edit{edit.get('num_edit', 1)}",
                                   text=_nfc(edit.get("text")), kind="edit", reply_to=mid, **base)
@@ -174,15 +176,15 @@ class FacebookChannel(Channel):
         return None
 
     def _parse_message(
-        self, message: Any, psid: str, base: dict[str, Any]
+        self, message: Any, base: dict[str, Any]
     ) -> InboundMessage | None:
         if not isinstance(message, dict):
             raise MalformedError("message is not an object")
         if message.get("is_echo"):
             return None  # our own (or the page inbox's) reply: skipping it avoids loops
         mid = str(message.get("mid") or "")
-        if not mid or not psid:
-            raise MalformedError("message without mid or sender")
+        if not mid:
+            raise MalformedError("message without mid")
         text = _nfc(message.get("text"))
         attachments: list[Attachment] = []
         location: GeoPoint | None = None
