@@ -290,10 +290,13 @@ class ZaloChannel(Channel):
         lat = coords.get("latitude", coords.get("lat"))
         lon = coords.get("longitude", coords.get("long", coords.get("lng")))
         try:
-            return GeoPoint(float(lat), float(lon), text or None)
+            point = GeoPoint(float(lat), float(lon), text or None)
         except (TypeError, ValueError):
+            point = None
+        if point is None or not (-90 <= point.lat <= 90 and -180 <= point.lon <= 180):
             log.info("zalo: location attachment without usable coordinates")
             return None
+        return point
 
     # -- outbound --------------------------------------------------------------------------
 
