@@ -113,7 +113,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
             disabled[name] = "secrets not configured"
             continue
         channel = cls(settings, http=app[HTTP], tokens=tokens)
-        setattr(channel, "messages", services.texts.data.get(name, {}))
+        channel.messages = services.texts.data.get(name, {})
         start = getattr(channel, "start", None)
         if start is not None:
             await start()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -27,6 +28,7 @@ CODE_RE = re.compile(r"\b([A-Za-z]{2,4}-\d{4}-\d{6})\b")
 # Channels where a citizen chats and can press "confirm"; the others submit without a summary.
 CHAT_CHANNELS = {"web", "telegram", "facebook", "zalo"}
 CONFIRM, CANCEL = "confirm", "cancel"
+Handler = Callable[[AsyncSession, InboundMessage, "Conversation", str], Awaitable["Outcome"]]
 
 
 @dataclass
@@ -85,11 +87,10 @@ class Dialog:
         if draft is None:
             draft = await self._new_draft(session, msg, citizen, conv)
         self._absorb(draft, msg, extra_attachments or [], transcript, transcript_confidence)
-        if self._abusive(folded):
-            if "abusive" not in draft.flags:
-                draft.flags = [*draft.flags, "abusive"]
-                citizen.abuse_flags += 1
-                session.add(citizen)
+        if self._abusive(folded) and "abusive" not in draft.flags:
+            draft.flags = [*draft.flags, "abusive"]
+            citizen.abuse_flags += 1
+            session.add(citizen)
         conv.last_activity_at = utcnow()
         conv.expires_at = conv.last_activity_at + self.window
         session.add(draft)
@@ -148,7 +149,7 @@ class Dialog:
     async def close_expired(self, session: AsyncSession, conv: Conversation) -> Outcome:
         """Submit the draft of a conversation whose window has closed."""
         draft = await self._open_draft(session, conv, allow_expired=True)
-        if draft is None or not reports.report_text(draft) and not draft.attachments:
+        if draft is None or (not reports.report_text(draft) and not draft.attachments):
             conv.state, conv.report_id, conv.asked, conv.expires_at = "idle", None, [], None
             session.add(conv)
             if draft is not None:
@@ -159,7 +160,7 @@ class Dialog:
 
     # -- commands ------------------------------------------------------------------------
 
-    def _command(self, msg: InboundMessage, folded: str):  # type: ignore[no-untyped-def]
+    def _command(self, msg: InboundMessage, folded: str) -> Handler | None:
         if msg.kind == "postback" and msg.postback:
             if msg.postback == CONFIRM:
                 return self._cmd_confirm
@@ -188,10 +189,14 @@ class Dialog:
             return self._cmd_confirm_word
         return None
 
-    async def _cmd_help(self, session: AsyncSession, msg, conv, folded) -> Outcome:  # type: ignore[no-untyped-def]
+    async def _cmd_help(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
         return Outcome([Reply(self.t.get("dialog.help"))], ignored=True)
 
-    async def _cmd_status(self, session: AsyncSession, msg, conv, folded) -> Outcome:  # type: ignore[no-untyped-def]
+    async def _cmd_status(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
         match = CODE_RE.search(msg.text)
         if match is None:
             return Outcome([Reply(self.t.get("dialog.status_usage"))], ignored=True)
@@ -201,7 +206,9 @@ class Dialog:
             return Outcome([Reply(text)], ignored=True)
         return Outcome([Reply(reports.status_text(self.s, report))], ignored=True)
 
-    async def _cmd_cancel(self, session: AsyncSession, msg, conv, folded) -> Outcome:  # type: ignore[no-untyped-def]
+    async def _cmd_cancel(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
         draft = await self._open_draft(session, conv)
         if draft is None:
             return Outcome([Reply(self.t.get("dialog.nothing_to_cancel"))], ignored=True)
@@ -212,17 +219,23 @@ class Dialog:
         session.add(conv)
         return Outcome([Reply(self.t.get("dialog.cancelled"))], draft)
 
-    async def _cmd_phone(self, session: AsyncSession, msg, conv, folded) -> Outcome:  # type: ignore[no-untyped-def]
+    async def _cmd_phone(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
         button = Button(self.t.get("dialog.ask_phone_button"), "phone", "contact")
         return Outcome([Reply(self.t.get("dialog.ask_phone"), (button,))], ignored=True)
 
-    async def _cmd_confirm(self, session: AsyncSession, msg, conv, folded) -> Outcome:  # type: ignore[no-untyped-def]
+    async def _cmd_confirm(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
         draft = await self._open_draft(session, conv, allow_expired=True)
         if draft is None:
             return Outcome([Reply(self.t.get("dialog.nothing_to_cancel"))], ignored=True)
         return await self._submit(session, conv, draft, [])
 
-    async def _cmd_confirm_word(self, session: AsyncSession, msg, conv, folded) -> Outcome:  # type: ignore[no-untyped-def]
+    async def _cmd_confirm_word(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
         if conv.state == "confirming" and await self._open_draft(session, conv) is not None:
             return await self._cmd_confirm(session, msg, conv, folded)
         if conv.state == "rating" and folded in {"1", "2", "3", "4", "5"}:
@@ -230,7 +243,9 @@ class Dialog:
         # "ok"/"có" outside a confirmation is small talk, not a report.
         return Outcome([Reply(self.t.get("dialog.greeting"))], ignored=True)
 
-    async def _cmd_rate(self, session: AsyncSession, msg, conv, folded) -> Outcome:  # type: ignore[no-untyped-def]
+    async def _cmd_rate(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
         try:
             value = int((msg.postback or "").split(":")[1])
         except (IndexError, ValueError):
@@ -252,7 +267,9 @@ class Dialog:
         session.add(conv)
         return Outcome([Reply(self.t.get("notify.rated"))], report)
 
-    async def _contact(self, session: AsyncSession, msg: InboundMessage, citizen: Citizen) -> Outcome:
+    async def _contact(
+        self, session: AsyncSession, msg: InboundMessage, citizen: Citizen
+    ) -> Outcome:
         if not msg.contact_phone:
             return Outcome([Reply(self.t.get("dialog.phone_not_own"))], ignored=True)
         return Outcome([Reply(self.t.get("dialog.phone_saved", phone=msg.contact_phone))],
@@ -314,7 +331,9 @@ class Dialog:
         elif text and msg.postback is None:
             draft.text = f"{draft.text}\n{text}" if draft.text else text
         if transcript is not None:
-            draft.transcript = f"{draft.transcript}\n{transcript}" if draft.transcript else transcript
+            draft.transcript = (
+                f"{draft.transcript}\n{transcript}" if draft.transcript else transcript
+            )
             draft.transcript_confidence = confidence
         if attachments:
             draft.attachments = [*draft.attachments, *attachments]
@@ -344,10 +363,7 @@ class Dialog:
 
     def _abusive(self, folded: str) -> bool:
         words = set(folded.split())
-        for bad in self.t.words("abuse"):
-            if (" " in bad and bad in folded) or bad in words:
-                return True
-        return False
+        return any((" " in bad and bad in folded) or bad in words for bad in self.t.words("abuse"))
 
     def _confirm_buttons(self) -> tuple[Button, ...]:
         return (

@@ -25,7 +25,8 @@ async def close_expired_drafts(services: Services) -> int:
     async with services.sessions() as session:
         stmt = (
             select(Conversation)
-            .where(col(Conversation.expires_at) < utcnow(), col(Conversation.report_id).is_not(None))
+            .where(col(Conversation.expires_at) < utcnow(),
+                   col(Conversation.report_id).is_not(None))
             .limit(100)
         )
         for conv in (await session.exec(stmt)).all():

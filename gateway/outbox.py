@@ -8,6 +8,7 @@ otherwise the message is held until the citizen writes again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 from dataclasses import replace
@@ -16,9 +17,9 @@ from datetime import timedelta
 from sqlmodel import select
 
 from channels.base import SendError
-from gateway.reports import last_inbound_at
 from gateway.codec import outbound_from_dict, outbound_to_dict
 from gateway.privacy import mask_urn
+from gateway.reports import last_inbound_at
 from gateway.services import Services
 from store import repo
 from store.models import Citizen, Identity, Outbox, utcnow
@@ -50,10 +51,8 @@ class OutboxSender:
             if sent:
                 continue
             self.s.outbox_wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.s.outbox_wake.wait(), timeout=2.0)
-            except TimeoutError:
-                pass
 
     async def run_once(self) -> int:
         """Deliver one batch; returns how many rows were attempted."""

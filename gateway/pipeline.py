@@ -9,6 +9,7 @@ event done, so a crash mid-way leaves the event claimable again and nothing half
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import logging
 import mimetypes
@@ -132,6 +133,19 @@ async def process_event(services: Services, dialog: Dialog, event: InboundEvent)
         status = EVENT_IGNORED if outcome.ignored and report is None else EVENT_DONE
         await repo.finish_event(session, event.id or 0, status, report.id if report else None)
         await session.commit()
+    await answer_button(services, msg)
+
+
+async def answer_button(services: Services, msg: InboundMessage) -> None:
+    """Stop the spinner on a pressed Telegram inline button (best effort, after commit)."""
+    meta = msg.raw.get("paht") if isinstance(msg.raw, dict) else None
+    callback_id = meta.get("callback_query_id") if isinstance(meta, dict) else None
+    answer = getattr(services.channels.get(msg.channel), "answer_callback", None)
+    if callback_id and answer is not None:
+        try:
+            await answer(callback_id)
+        except Exception as exc:  # an expired query is harmless
+            log.info("callback answer failed", extra={"why": str(exc)[:200]})
 
 
 def _phone_of(urn: str) -> str | None:
@@ -161,10 +175,8 @@ class Worker:
             if handled:
                 continue
             self.s.worker_wake.clear()
-            try:
+            with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.s.worker_wake.wait(), timeout=poll)
-            except TimeoutError:
-                pass
 
     async def run_once(self) -> int:
         """Claim one batch and process it; returns how many events were handled."""

@@ -58,6 +58,10 @@ class Speech:
         self.pool.close()
 
 
+def _is_dir(path: Path) -> bool:
+    return path.is_dir()
+
+
 async def start_speech(settings: Settings) -> Speech | None:
     """Build and warm the speech pool; None when nlp.stt is unavailable."""
     try:
@@ -67,7 +71,7 @@ async def start_speech(settings: Settings) -> Speech | None:
         return None
     flows = parse_engine_spec(settings.stt_engine)
     dirs = {"vosk": settings.vosk_model, "whisper": settings.whisper_model}
-    models = {e: Path(d) for e, d in dirs.items() if d is not None and Path(d).is_dir()}
+    models = {e: Path(d) for e, d in dirs.items() if d is not None and _is_dir(Path(d))}
     for engine in set(flows.values()) - set(models):
         log.warning("no model for speech engine; audio is kept for later",
                     extra={"engine": engine})
