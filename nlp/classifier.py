@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib.resources import files
@@ -277,30 +277,46 @@ class Classifier:
             return 0.0
         return self.mismatch_unigram if n == 1 else self.mismatch_ngram
 
+    def _keys(self, index: _Index, alts: list[list[tuple[str, float]]], a: int
+              ) -> Iterator[tuple[int, tuple[str, ...], tuple[float, ...]]]:
+        """Plain n-gram keys starting at token ``a`` that are phrase prefixes."""
+        stop = min(len(alts), a + index.max_len)
+        if all(len(alts[b]) == 1 for b in range(a, stop)):  # fast path: no fuzzy variants
+            key: tuple[str, ...] = ()
+            for b in range(a, stop):
+                key = (*key, alts[b][0][0])
+                if key not in index.prefixes:
+                    return
+                yield b, key, (1.0,) * len(key)
+            return
+        partial: list[tuple[tuple[str, ...], tuple[float, ...]]] = [((), ())]
+        for b in range(a, stop):
+            partial = [
+                ((*k, p), (*fzs, fs))
+                for k, fzs in partial
+                for p, fs in alts[b]
+                if (*k, p) in index.prefixes
+            ]
+            for k, fzs in partial:
+                yield b, k, fzs
+
     def _scan(self, norm: Normalized, index: _Index, seq: list[Token],
               alts: list[list[tuple[str, float]]], names: list[bool]) -> list[_Hit]:
         hits: list[_Hit] = []
         marked = norm.has_diacritics
+        by_plain = index.by_plain
         for a in range(len(seq)):
-            partial: list[tuple[tuple[str, ...], tuple[float, ...]]] = [((), ())]
-            for b in range(a, min(len(seq), a + index.max_len)):
-                partial = [
-                    ((*key, p), (*fzs, fs))
-                    for key, fzs in partial
-                    for p, fs in alts[b]
-                    if (*key, p) in index.prefixes
-                ]
-                if not partial:
-                    break
-                for key, fzs in partial:
-                    for phrase in index.by_plain.get(key, ()):
-                        sim = 1.0
-                        for j, word in enumerate(phrase.tokens):
+            for b, key, fzs in self._keys(index, alts, a):
+                for phrase in by_plain.get(key, ()):
+                    sim = 1.0
+                    for j, word in enumerate(phrase.tokens):
+                        tok = seq[a + j]
+                        if word != tok.text or fzs[j] < 1.0:
                             sim *= self._token_sim(
-                                phrase, word, seq[a + j], fzs[j], len(key), marked, names[a + j]
+                                phrase, word, tok, fzs[j], len(key), marked, names[a + j]
                             )
-                        if sim > 0.0:
-                            hits.append(_Hit(phrase, a, b, sim))
+                    if sim > 0.0:
+                        hits.append(_Hit(phrase, a, b, sim))
         return hits
 
     def _prepare(self, text: str) -> _Prepared:
@@ -319,8 +335,15 @@ class Classifier:
     def _select(self, hits: list[_Hit]) -> tuple[list[_Hit], list[_Hit]]:
         """Greedy longest-first selection of non-overlapping hits; negatives kept aside."""
         negatives = [h for h in hits if h.phrase.weight < 0]
-        positives = [h for h in hits if h.phrase.weight >= 0]
-        positives.sort(key=lambda h: (h.first - h.last, -h.phrase.weight * h.similarity))
+        # A neutral phrase matched only through its shadow does not block anything; on equal
+        # length it wins over keywords ("hàng xóm" keeps "nhà hàng" out of "nhà hàng xóm").
+        positives = [
+            h for h in hits
+            if h.phrase.weight > 0 or (h.phrase.sector == "" and h.similarity >= 0.5)
+        ]
+        positives.sort(
+            key=lambda h: (h.first - h.last, h.phrase.sector != "", -h.phrase.weight * h.similarity)
+        )
         owner: dict[int, tuple[int, int, bool]] = {}
         chosen: list[_Hit] = []
         for hit in positives:
@@ -343,15 +366,19 @@ class Classifier:
                 chosen.append(hit)
         return chosen, negatives
 
-    def evidence(self, text: str) -> tuple[dict[str, float], list[Match], Normalized, list[Place]]:
+    def evidence(
+        self, text: str, prep: _Prepared | None = None
+    ) -> tuple[dict[str, float], list[Match], Normalized, list[Place]]:
         """Raw evidence per sector, the accepted matches, the normalised text and places."""
-        prep = self._prepare(text)
+        prep = prep or self._prepare(text)
         norm, seq = prep.norm, prep.seq
         places = extract_places(norm)
         # Words of an address ("đường Lê Lợi", "phường Tân Định", "hẻm 45") are not evidence;
         # for a landmark only its name is skipped ("chợ" of "chợ Đông Ba" still counts).
         blocked = [
-            (p.name_start if p.kind == "landmark" else p.start, p.end) for p in places
+            (p.name_start if p.kind == "landmark" else p.start, p.end)
+            for p in places
+            if p.confident
         ]
         hits = [
             h for h in self._scan(norm, self.keywords, seq, prep.alts, prep.names)
@@ -364,7 +391,7 @@ class Classifier:
         for hit in sorted(chosen, key=lambda h: h.first):
             ph = hit.phrase
             count = seen[(ph.sector, ph.text)] = seen.get((ph.sector, ph.text), 0) + 1
-            if count > 2:  # a phrase repeated many times is still one complaint
+            if count > 1:  # a phrase repeated in a long letter is still one complaint
                 continue
             bonus = 1.0 + self.length_bonus * (len(ph.tokens) - 1)
             scores[ph.sector] += ph.weight * hit.similarity * bonus
@@ -374,6 +401,10 @@ class Classifier:
             )
         for hit in negatives:
             scores[hit.phrase.sector] += hit.phrase.weight * hit.similarity
+        # Greetings and thanks frame most real reports ("... xin cảm ơn"): they only speak
+        # for khac by what they exceed the strongest real sector.
+        strongest = max(v for k, v in scores.items() if k != KHAC)
+        scores[KHAC] = scores[KHAC] - strongest
         return {k: max(v, 0.0) for k, v in scores.items()}, matches, norm, places
 
     def probabilities(self, evidence: Mapping[str, float]) -> dict[str, float]:
@@ -387,8 +418,10 @@ class Classifier:
         total = sum(exp.values())
         return {code: v / total for code, v in exp.items()}
 
-    def _terms(self, index: _Index, text: str, threshold: float = 0.7) -> list[_Hit]:
-        p = self._prepare(text)
+    def _terms(
+        self, index: _Index, text: str, threshold: float = 0.7, prep: _Prepared | None = None
+    ) -> list[_Hit]:
+        p = prep or self._prepare(text)
         hits = self._scan(p.norm, index, p.seq, p.alts, p.names)
         return [h for h in hits if h.similarity >= threshold]
 
@@ -396,8 +429,10 @@ class Classifier:
 
     def classify(self, text: str) -> Classification:
         """Classify one report text."""
-        evidence, matches, norm, places = self.evidence(text or "")
-        urgent_hits = self._terms(self.urgent, text or "")
+        text = text or ""
+        prep = self._prepare(text)
+        evidence, matches, norm, places = self.evidence(text, prep)
+        urgent_hits = self._terms(self.urgent, text, prep=prep)
         urgent_terms = tuple(dict.fromkeys(h.phrase.text for h in urgent_hits))
         address = ", ".join(p.text for p in places) or None
         if not any(not t.filler for t in norm.tokens):
@@ -416,8 +451,9 @@ class Classifier:
 
     def is_misconduct(self, text: str) -> bool:
         """True when the text accuses an official of misconduct (inspectorate's case)."""
-        return bool(self._terms(self.officials, text)) and bool(
-            self._terms(self.misconduct_terms, text)
+        prep = self._prepare(text)
+        return bool(self._terms(self.officials, text, prep=prep)) and bool(
+            self._terms(self.misconduct_terms, text, prep=prep)
         )
 
     def route(self, sector: str, text: str = "") -> Sector:

@@ -53,6 +53,10 @@ def has_diacritics(text: str) -> bool:
     return strip_diacritics(text) != text
 
 
+# Cached per raw token: ((word, shadow, is_filler), ...), marked, NFC surface, is_alpha.
+_Word = tuple[tuple[tuple[str, str, bool], ...], bool, str, bool]
+
+
 @dataclass(frozen=True, slots=True)
 class Token:
     """One normalised token; ``start``/``end`` index the original text."""
@@ -85,18 +89,30 @@ class Normalized:
         return " ".join(t.plain for t in self.tokens)
 
 
+# The five tone marks (huyền, sắc, hỏi, ngã, nặng). Vowel-quality marks (â, ă, ê, ô, ơ, ư)
+# make different letters: "ưu" in "cứu", "lưu" is not a repeated "u".
+_TONES = frozenset("\u0300\u0301\u0309\u0303\u0323")
+
+
+@lru_cache(maxsize=4096)
+def _letter(ch: str) -> str:
+    """The letter without its tone mark ("ứ" -> "ư", "á" -> "a")."""
+    base = "".join(c for c in unicodedata.normalize("NFD", ch) if c not in _TONES)
+    return unicodedata.normalize("NFC", base)
+
+
 def _squash(token: str, keep_double: frozenset[str]) -> str:
     """Collapse runs of one letter ("ngậppp" -> "ngập", "quáaa" -> "quá")."""
     out: list[str] = []
-    for _, group in groupby(token, key=lambda ch: strip_diacritics(ch) if ch.isalpha() else ch):
+    for _, group in groupby(token, key=lambda ch: _letter(ch) if ch.isalpha() else ch):
         run = list(group)
         if len(run) == 1 or not run[0].isalpha():
             out.extend(run)
-        elif len(run) == 2 and strip_diacritics(run[0]) in keep_double:
+        elif len(run) == 2 and _letter(run[0]) in keep_double:
             out.extend(run)  # "xoong", "boong"
         else:
             # Keep the toned variant: "quáa" and "quaá" both give "quá".
-            out.append(next((ch for ch in run if has_diacritics(ch)), run[0]))
+            out.append(next((ch for ch in run if _letter(ch) != ch), run[0]))
     return "".join(out)
 
 
@@ -136,40 +152,40 @@ class Normalizer:
             frozenset(options.get("fillers", [])),
         )
 
-    def _word_uncached(self, raw: str, dotted: bool) -> tuple[tuple[str, ...], bool]:
-        """Normalise one raw token into one or more words; also report if it was marked."""
-        word = unicodedata.normalize("NFC", raw)
-        marked = has_diacritics(word)
-        word = word.lower()
+    def _word_uncached(self, raw: str, dotted: bool) -> _Word:
+        """Normalise one raw token: its words (with shadows and filler flags), mark, surface."""
+        surface = unicodedata.normalize("NFC", raw)
+        marked = has_diacritics(surface)
+        word = surface.lower()
         if not word.isdigit():
             word = _squash(word, self.keep_double)
-        if dotted and word in self.dotted:
-            return tuple(self.dotted[word].split()), marked
-        if word in self.teencode:
-            return tuple(self.teencode[word].split()), marked
         m = _NUMBERED_RE.match(word)
-        if m and m.group(1) in self.numbered:
-            return (*self.numbered[m.group(1)].split(), m.group(2)), marked
-        return (word,), marked
+        if dotted and word in self.dotted:
+            words = tuple(self.dotted[word].split())
+        elif word in self.teencode:
+            words = tuple(self.teencode[word].split())
+        elif m and m.group(1) in self.numbered:
+            words = (*self.numbered[m.group(1)].split(), m.group(2))
+        else:
+            words = (word,)
+        parts = tuple((w, strip_diacritics(w), w in self.fillers) for w in words)
+        return parts, marked, surface, surface.isalpha()
 
     def normalize(self, text: str) -> Normalized:
         """Normalise ``text`` into tokens with spans in the original string."""
         tokens: list[Token] = []
         marked_count = 0
         letter_count = 0
+        size = len(text)
         for m in _TOKEN_RE.finditer(text):
-            raw = m.group()
-            end = m.end()
-            dotted = end < len(text) and text[end] == "."
-            words, marked = self._word(raw, dotted)
-            surface = unicodedata.normalize("NFC", raw)
-            if surface.isalpha():
+            start, end = m.span()
+            dotted = end < size and text[end] == "."
+            parts, marked, surface, alpha = self._word(m.group(), dotted)
+            if alpha:
                 letter_count += 1
                 marked_count += marked
-            for w in words:
-                filler = w in self.fillers
-                plain = strip_diacritics(w)
-                tokens.append(Token(w, plain, m.start(), end, surface, marked, filler))
+            for w, plain, filler in parts:
+                tokens.append(Token(w, plain, start, end, surface, marked, filler))
         # A text counts as "with diacritics" when at least a third of its words carry
         # them; Vietnamese prose marks well over half of its syllables, SMS text none.
         with_marks = letter_count > 0 and marked_count * 3 >= letter_count

@@ -26,6 +26,7 @@ class Place:
     start: int
     end: int
     name_start: int
+    confident: bool = True  # the name is capitalised or a number, not a lower-case guess
 
 # Marker -> kind. "num" needs a number after it, "name" a name (capitalised, or in
 # all-lower-case text up to two syllables that are not common words), "landmark" a
@@ -47,6 +48,7 @@ _MARKERS: dict[tuple[str, ...], str] = {
 # Markers are looked up on the diacritic-free shadow so SMS text ("duong", "phuong") works.
 _PLAIN_MARKERS = {tuple(strip_diacritics(w) for w in k): v for k, v in _MARKERS.items()}
 _MAX_MARKER = max(len(k) for k in _MARKERS)
+_FIRST_WORDS = {k[0] for k in _PLAIN_MARKERS}
 # Words before "đường" that make it part of a noun ("đèn đường" = street light).
 _NOT_STREET_TEXT = "đèn mặt lòng lề bên ven làm sửa ra xuống qua băng giữa góc cung dưới tắc kẹt"
 _NOT_STREET_AFTER = {strip_diacritics(w) for w in [*_NOT_STREET_TEXT.split(), "trên"]}
@@ -122,6 +124,9 @@ def extract_places(norm: Normalized) -> list[Place]:
     i = 0
     while i < len(toks):
         found = None
+        if toks[i].plain not in _FIRST_WORDS and not toks[i].text[:1].isdigit():
+            i += 1
+            continue
         for size in range(_MAX_MARKER, 0, -1):
             window = toks[i : i + size]
             key = tuple(t.plain for t in window)
@@ -159,8 +164,9 @@ def extract_places(norm: Normalized) -> list[Place]:
                 if not words or w != words[-1]:
                     words.append(w)
             name_start = toks[j].start if toks[j].start != marker[0].start else toks[j].end
+            sure = all(_is_num(t) or _capitalised(t) for t in toks[j : j + n])
             parts.append(Place(" ".join(words), kind, marker[0].start, toks[j + n - 1].end,
-                               name_start))
+                               name_start, sure))
             i = j + n
         else:
             i = j
