@@ -121,12 +121,30 @@ def reliability(clf: Classifier, rows: Sequence[dict[str, Any]], bins: int = 5) 
             print(f"   [{lo:.1f},{hi:.1f})  {len(sel):5d}   {mean:10.3f}   {acc:8.3f}")
 
 
+def sweep(clf: Classifier, rows: Sequence[dict[str, Any]], title: str) -> None:
+    """Review rate, auto-accepted precision and errors caught for several thresholds."""
+    print(f"\n== needs_review threshold sweep on {title} (+ stripped copy)")
+    print("   min_score min_margin  review  auto-precision  errors-caught")
+    results = []
+    for r in rows:
+        allowed = {r["sector"], *filter(None, r.get("sector_alt", "").split("|"))}
+        for text in (r["text"], strip_diacritics(r["text"])):
+            res = clf.classify(text)
+            results.append((res.score, res.score - res.runner_up_score, res.sector in allowed))
+    for min_score, min_margin in [(0.5, 0.1), (0.55, 0.15), (0.65, 0.3), (0.8, 0.5), (0.9, 0.8)]:
+        review = [s < min_score or m < min_margin for s, m, _ in results]
+        auto = [ok for (_, _, ok), rv in zip(results, review, strict=True) if not rv]
+        errs = [rv for (_, _, ok), rv in zip(results, review, strict=True) if not ok]
+        print(f"   {min_score:9.2f} {min_margin:10.2f}  {sum(review) / len(review):6.3f}  "
+              f"{sum(auto) / max(len(auto), 1):14.3f}  {sum(errs) / max(len(errs), 1):13.3f}")
+
+
 def fit(clf: Classifier, rows: Sequence[dict[str, Any]]) -> tuple[float, float]:
     """Grid-search beta and the khac prior minimising log loss on ``rows`` (+ stripped)."""
     evid = []
     for r in rows:
         for text in (r["text"], strip_diacritics(r["text"])):
-            evid.append((clf.evidence(text)[0], r["sector"]))
+            evid.append((clf.evidence(text), r["sector"]))
     best = (math.inf, clf.beta, clf.khac_prior)
     for beta in [x / 20 for x in range(6, 41)]:
         for prior in [x / 4 for x in range(0, 17)]:
@@ -198,11 +216,13 @@ def main() -> None:
         evaluate(clf, [r for r in own if r["register"] == reg], f"own register={reg}",
                  matrix=False)
     reliability(clf, own)
+    sweep(clf, hold, "own holdout half")
     if REAL.exists():
         real = load_jsonl(REAL)
         evaluate(clf, real, "real dev set (strict on sector)", lenient=True)
         evaluate(clf, real, "real dev set, diacritics stripped", lenient=True,
                  transform=strip_diacritics)
+        sweep(clf, real, "real dev set (lenient)")
     else:
         print(f"\n(real dev set not found at {REAL}; skipped)")
     if not args.no_speed:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 import re
 import tomllib
-from collections.abc import Iterable, Iterator, Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
 from functools import lru_cache
 from importlib.resources import files
@@ -28,6 +28,7 @@ from nlp.place import Place, extract_places
 __all__ = ["Classification", "Classifier", "Match", "Sector"]
 
 KHAC = "khac"
+_URGENT = "!urgent"  # pseudo-sector of the urgency phrases, indexed with the keywords
 
 # Plain (diacritic-free) Vietnamese syllable: onset, 1-3 vowels, optional coda. Tokens that
 # fail this are typos or foreign words and are candidates for fuzzy correction.
@@ -50,14 +51,8 @@ class Match:
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of the match."""
-        return {
-            "sector": self.sector,
-            "phrase": self.phrase,
-            "matched": self.matched,
-            "start": self.start,
-            "end": self.end,
-            "weight": self.weight,
-            "similarity": round(self.similarity, 3),
+        return {f: getattr(self, f) for f in self.__slots__} | {
+            "similarity": round(self.similarity, 3)
         }
 
 
@@ -90,23 +85,16 @@ class Classification:
     evidence: Mapping[str, float] = field(default_factory=dict, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form of the classification."""
-        return {
-            "sector": self.sector,
-            "score": round(self.score, 4),
-            "needs_review": self.needs_review,
-            "runner_up": self.runner_up,
-            "runner_up_score": round(self.runner_up_score, 4),
-            "matches": [m.to_dict() for m in self.matches],
-            "urgent": self.urgent,
-            "urgent_terms": list(self.urgent_terms),
-            "address": self.address,
-        }
+        """JSON-ready form of the classification (without the raw evidence)."""
+        out = {f: getattr(self, f) for f in self.__slots__ if f != "evidence"}
+        return out | {"score": round(self.score, 4), "urgent_terms": list(self.urgent_terms),
+                      "runner_up_score": round(self.runner_up_score, 4),
+                      "matches": [m.to_dict() for m in self.matches]}
 
 
 @dataclass(frozen=True, slots=True)
 class _Phrase:
-    sector: str  # "" for neutral / urgent / routing phrases
+    sector: str  # "" for neutral and routing phrases, _URGENT for urgency phrases
     text: str
     tokens: tuple[str, ...]
     plain: tuple[str, ...]
@@ -120,6 +108,15 @@ class _Prepared:
     seq: list[Token]  # tokens without fillers
     alts: list[list[tuple[str, float]]]  # plain spellings per token (own, fuzzy fix)
     names: list[bool]  # token looks like a proper name
+
+
+@dataclass(frozen=True, slots=True)
+class _Analysis:
+    evidence: dict[str, float]
+    matches: list[Match]
+    places: list[Place]
+    urgent: tuple[str, ...]
+    content: bool  # anything but punctuation and fillers
 
 
 @dataclass(frozen=True, slots=True)
@@ -161,14 +158,8 @@ class _Index:
 class Classifier:
     """Sector classifier loaded from a ``sectors.toml`` configuration directory."""
 
-    def __init__(
-        self,
-        config: Mapping[str, Any],
-        normalizer: Normalizer,
-        *,
-        min_score: float = 0.55,
-        min_margin: float = 0.15,
-    ) -> None:
+    def __init__(self, config: Mapping[str, Any], normalizer: Normalizer, *,
+                 min_score: float = 0.55, min_margin: float = 0.15) -> None:
         """Build the indexes from a parsed ``sectors.toml``."""
         self.config = config
         self.normalizer = normalizer
@@ -201,13 +192,17 @@ class Classifier:
             self.keywords.add("", text, 0.0)
         if KHAC not in self.sectors:
             raise ValueError("sectors.toml must define the 'khac' sector")
-        self.urgent = self._side_index(config.get("urgent", {}).get("phrases", ()))
+        for text in config.get("urgent", {}).get("phrases", ()):
+            self.keywords.add(_URGENT, text, 1.0)
         routing = config.get("routing", {})
         self.officials = self._side_index(routing.get("officials", ()))
         self.misconduct_terms = self._side_index(routing.get("misconduct", ()))
         self.misconduct_agency = str(routing.get("misconduct_agency", "Thanh tra tỉnh"))
         self.misconduct_agency_code = str(routing.get("misconduct_agency_code", "thanh_tra"))
-        self.vocabulary = sorted({p for key in self.keywords.by_plain for p in key})
+        self.vocabulary = sorted(
+            {p for key, phs in self.keywords.by_plain.items() for p in key
+             if any(ph.sector != _URGENT for ph in phs)}
+        )
         self._vocab_set = frozenset(self.vocabulary)
         self._correct = lru_cache(maxsize=65536)(self._correct_uncached)
 
@@ -218,13 +213,8 @@ class Classifier:
         return index
 
     @classmethod
-    def load(
-        cls,
-        config_dir: Path | None = None,
-        *,
-        min_score: float = 0.55,
-        min_margin: float = 0.15,
-    ) -> Classifier:
+    def load(cls, config_dir: Path | None = None, *,
+             min_score: float = 0.55, min_margin: float = 0.15) -> Classifier:
         """Load ``sectors.toml`` and ``normalize.toml`` (packaged ``config`` by default)."""
         if config_dir is None:
             sectors_text = files("config").joinpath("sectors.toml").read_text("utf-8")
@@ -277,37 +267,32 @@ class Classifier:
             return 0.0
         return self.mismatch_unigram if n == 1 else self.mismatch_ngram
 
-    def _keys(self, index: _Index, alts: list[list[tuple[str, float]]], a: int
-              ) -> Iterator[tuple[int, tuple[str, ...], tuple[float, ...]]]:
-        """Plain n-gram keys starting at token ``a`` that are phrase prefixes."""
-        stop = min(len(alts), a + index.max_len)
-        if all(len(alts[b]) == 1 for b in range(a, stop)):  # fast path: no fuzzy variants
-            key: tuple[str, ...] = ()
-            for b in range(a, stop):
-                key = (*key, alts[b][0][0])
-                if key not in index.prefixes:
-                    return
-                yield b, key, (1.0,) * len(key)
-            return
-        partial: list[tuple[tuple[str, ...], tuple[float, ...]]] = [((), ())]
-        for b in range(a, stop):
-            partial = [
-                ((*k, p), (*fzs, fs))
-                for k, fzs in partial
-                for p, fs in alts[b]
-                if (*k, p) in index.prefixes
-            ]
-            for k, fzs in partial:
-                yield b, k, fzs
-
-    def _scan(self, norm: Normalized, index: _Index, seq: list[Token],
-              alts: list[list[tuple[str, float]]], names: list[bool]) -> list[_Hit]:
+    def _scan(self, prep: _Prepared, index: _Index) -> list[_Hit]:
+        """All phrase hits: n-grams of shadows (and fuzzy fixes) looked up in ``index``."""
         hits: list[_Hit] = []
-        marked = norm.has_diacritics
-        by_plain = index.by_plain
+        seq, alts, names = prep.seq, prep.alts, prep.names
+        marked = prep.norm.has_diacritics
+        prefixes, by_plain = index.prefixes, index.by_plain
+        simple = all(len(a) == 1 for a in alts)  # no fuzzy variants: plain tuple keys
         for a in range(len(seq)):
-            for b, key, fzs in self._keys(index, alts, a):
-                for phrase in by_plain.get(key, ()):
+            stop = min(len(seq), a + index.max_len)
+            keys: list[tuple[int, tuple[str, ...], tuple[float, ...]]] = []
+            if simple:
+                key: tuple[str, ...] = ()
+                for b in range(a, stop):
+                    key = (*key, alts[b][0][0])
+                    if key not in prefixes:
+                        break
+                    if key in by_plain:
+                        keys.append((b, key, (1.0,) * len(key)))
+            else:
+                partial: list[tuple[tuple[str, ...], tuple[float, ...]]] = [((), ())]
+                for b in range(a, stop):
+                    partial = [((*k, p), (*f, fs)) for k, f in partial for p, fs in alts[b]
+                               if (*k, p) in prefixes]
+                    keys += [(b, k, f) for k, f in partial if k in by_plain]
+            for b, key, fzs in keys:
+                for phrase in by_plain[key]:
                     sim = 1.0
                     for j, word in enumerate(phrase.tokens):
                         tok = seq[a + j]
@@ -366,13 +351,11 @@ class Classifier:
                 chosen.append(hit)
         return chosen, negatives
 
-    def evidence(
-        self, text: str, prep: _Prepared | None = None
-    ) -> tuple[dict[str, float], list[Match], Normalized, list[Place]]:
-        """Raw evidence per sector, the accepted matches, the normalised text and places."""
-        prep = prep or self._prepare(text)
-        norm, seq = prep.norm, prep.seq
-        places = extract_places(norm)
+    def _analyse(self, text: str) -> _Analysis:
+        """Evidence per sector, accepted matches, places and urgency terms of ``text``."""
+        prep = self._prepare(text)
+        seq = prep.seq
+        places = extract_places(prep.norm)
         # Words of an address ("đường Lê Lợi", "phường Tân Định", "hẻm 45") are not evidence;
         # for a landmark only its name is skipped ("chợ" of "chợ Đông Ba" still counts).
         blocked = [
@@ -380,19 +363,22 @@ class Classifier:
             for p in places
             if p.confident
         ]
-        hits = [
-            h for h in self._scan(norm, self.keywords, seq, prep.alts, prep.names)
-            if not any(s <= seq[h.first].start and seq[h.last].end <= e for s, e in blocked)
-        ]
+        hits, urgent = [], []
+        for h in self._scan(prep, self.keywords):
+            if h.phrase.sector == _URGENT:
+                if h.similarity >= 0.7:
+                    urgent.append(h.phrase.text)
+            elif not any(s <= seq[h.first].start and seq[h.last].end <= e for s, e in blocked):
+                hits.append(h)
         chosen, negatives = self._select(hits)
         scores = dict.fromkeys(self.sectors, 0.0)
-        seen: dict[tuple[str, str], int] = {}
+        seen: set[tuple[str, str]] = set()
         matches: list[Match] = []
         for hit in sorted(chosen, key=lambda h: h.first):
             ph = hit.phrase
-            count = seen[(ph.sector, ph.text)] = seen.get((ph.sector, ph.text), 0) + 1
-            if count > 1:  # a phrase repeated in a long letter is still one complaint
+            if (ph.sector, ph.text) in seen:  # repeated in a long letter: still one complaint
                 continue
+            seen.add((ph.sector, ph.text))
             bonus = 1.0 + self.length_bonus * (len(ph.tokens) - 1)
             scores[ph.sector] += ph.weight * hit.similarity * bonus
             start, end = seq[hit.first].start, seq[hit.last].end
@@ -403,9 +389,14 @@ class Classifier:
             scores[hit.phrase.sector] += hit.phrase.weight * hit.similarity
         # Greetings and thanks frame most real reports ("... xin cảm ơn"): they only speak
         # for khac by what they exceed the strongest real sector.
-        strongest = max(v for k, v in scores.items() if k != KHAC)
-        scores[KHAC] = scores[KHAC] - strongest
-        return {k: max(v, 0.0) for k, v in scores.items()}, matches, norm, places
+        scores[KHAC] -= max(v for k, v in scores.items() if k != KHAC)
+        evidence = {k: max(v, 0.0) for k, v in scores.items()}
+        content = any(not t.filler for t in prep.norm.tokens)
+        return _Analysis(evidence, matches, places, tuple(dict.fromkeys(urgent)), content)
+
+    def evidence(self, text: str) -> dict[str, float]:
+        """Raw (uncalibrated) evidence per sector for ``text``."""
+        return self._analyse(text).evidence
 
     def probabilities(self, evidence: Mapping[str, float]) -> dict[str, float]:
         """Softmax of the evidence; ``khac`` gets the prior so that no evidence means khac."""
@@ -418,24 +409,17 @@ class Classifier:
         total = sum(exp.values())
         return {code: v / total for code, v in exp.items()}
 
-    def _terms(
-        self, index: _Index, text: str, threshold: float = 0.7, prep: _Prepared | None = None
-    ) -> list[_Hit]:
-        p = prep or self._prepare(text)
-        hits = self._scan(p.norm, index, p.seq, p.alts, p.names)
-        return [h for h in hits if h.similarity >= threshold]
+    def _found(self, index: _Index, prep: _Prepared) -> bool:
+        return any(h.similarity >= 0.7 for h in self._scan(prep, index))
 
     # -- public API -------------------------------------------------------------------------
 
     def classify(self, text: str) -> Classification:
         """Classify one report text."""
-        text = text or ""
-        prep = self._prepare(text)
-        evidence, matches, norm, places = self.evidence(text, prep)
-        urgent_hits = self._terms(self.urgent, text, prep=prep)
-        urgent_terms = tuple(dict.fromkeys(h.phrase.text for h in urgent_hits))
-        address = ", ".join(p.text for p in places) or None
-        if not any(not t.filler for t in norm.tokens):
+        an = self._analyse(text or "")
+        evidence, urgent_terms = an.evidence, an.urgent
+        address = ", ".join(p.text for p in an.places) or None
+        if not an.content:
             # Empty, punctuation or pure filler ("alo", "dạ"): nothing to route or review.
             return Classification(KHAC, 1.0, False, None, 0.0, (), False, (), None, evidence)
         probs = self.probabilities(evidence)
@@ -445,26 +429,19 @@ class Classifier:
         runner_up = second if evidence[second] > 0 or second == KHAC else None
         needs_review = score < self.min_score or (score - second_score) < self.min_margin
         return Classification(
-            best, score, needs_review, runner_up, second_score, tuple(matches),
+            best, score, needs_review, runner_up, second_score, tuple(an.matches),
             bool(urgent_terms), urgent_terms, address, evidence,
         )
 
     def is_misconduct(self, text: str) -> bool:
         """True when the text accuses an official of misconduct (inspectorate's case)."""
         prep = self._prepare(text)
-        return bool(self._terms(self.officials, text, prep=prep)) and bool(
-            self._terms(self.misconduct_terms, text, prep=prep)
-        )
+        return self._found(self.officials, prep) and self._found(self.misconduct_terms, prep)
 
     def route(self, sector: str, text: str = "") -> Sector:
         """Handling agency for ``sector``; misconduct of officials goes to Thanh tra."""
         base = self.sectors.get(sector) or self.sectors[KHAC]
         if text and self.is_misconduct(text):
-            return replace(
-                base,
-                agency=self.misconduct_agency,
-                agency_code=self.misconduct_agency_code,
-                co_agencies=(),
-                reason="misconduct",
-            )
+            return replace(base, agency=self.misconduct_agency, co_agencies=(),
+                           agency_code=self.misconduct_agency_code, reason="misconduct")
         return base
