@@ -137,18 +137,23 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     if not settings.run_workers:
         yield
         return
-    from gateway.jobs import build_scheduler
+    from gateway.jobs import build_scheduler, make_forwarder
+    from gateway.leader import Leader
     from gateway.outbox import OutboxSender
     from gateway.pipeline import Worker
 
     services = app[SERVICES]
     stop = asyncio.Event()
+    forwarder = make_forwarder(services)
+    scheduler = build_scheduler(services, forwarder)
+    scheduler.start(paused=True)  # runs only while this process leads (PostgreSQL lock)
+    leader = Leader(settings.database_url,
+                    on_change=lambda leading: scheduler.resume() if leading else scheduler.pause())
     tasks = [
         asyncio.create_task(Worker(services).run(stop), name="worker"),
         asyncio.create_task(OutboxSender(services).run(stop), name="outbox"),
+        asyncio.create_task(leader.run(stop), name="leader"),
     ]
-    scheduler = build_scheduler(services)
-    scheduler.start()
     yield
     stop.set()
     services.worker_wake.set()
@@ -157,6 +162,8 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     await asyncio.wait(tasks, timeout=10)
     for task in tasks:
         task.cancel()
+    if forwarder is not None:
+        await forwarder.close()
 
 
 def create_app(settings: Settings | None = None) -> web.Application:

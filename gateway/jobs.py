@@ -1,6 +1,10 @@
-"""Scheduled work (APScheduler 3.x `AsyncIOScheduler`): close expired drafts, refresh tokens.
+"""Scheduled work (APScheduler 3.x `AsyncIOScheduler`).
 
-Later jobs (forwarding, reminders, weekly report) register here too.
+Close expired drafts, refresh provider tokens, deliver forward rows to the central system,
+queue new ratings for forwarding, poll the Open311 central endpoint for status changes,
+remind operators and supervisors, and write the weekly summary (Monday 07:00 local time).
+Only the leading process runs them (gateway/leader.py); the forward rows are also claimed
+with SKIP LOCKED, so a second runner could never deliver a row twice anyway.
 """
 
 from __future__ import annotations
@@ -11,8 +15,12 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from sqlmodel import col, select
 
 from gateway import reports
+from gateway.central import poll_central
 from gateway.dialog import Dialog
+from gateway.forwarding import Forwarder, queue_new_ratings
+from gateway.reminders import remind_operators, remind_supervisors
 from gateway.services import Services
+from gateway.weekly import weekly_summary
 from store.models import Conversation, utcnow
 
 log = logging.getLogger("paht.jobs")
@@ -56,7 +64,23 @@ async def refresh_channel_tokens(services: Services) -> None:
                 log.exception("token refresh failed", extra={"channel": channel.name})
 
 
-def build_scheduler(services: Services) -> AsyncIOScheduler:
+def make_forwarder(services: Services) -> Forwarder | None:
+    """The Forwarder for the configured sink, or None (logged) when it is misconfigured."""
+    try:
+        return Forwarder(services)
+    except ValueError:
+        log.exception("forwarding disabled: sink misconfigured",
+                      extra={"sink": services.settings.forward_sink})
+        return None
+
+
+async def remind(services: Services) -> None:
+    """Operators (console SLA) and supervisors (agency deadlines)."""
+    await remind_operators(services)
+    await remind_supervisors(services)
+
+
+def build_scheduler(services: Services, forwarder: Forwarder | None = None) -> AsyncIOScheduler:
     """The scheduler with every periodic job registered (not started)."""
     scheduler = AsyncIOScheduler(timezone="UTC")
     common = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
@@ -64,4 +88,18 @@ def build_scheduler(services: Services) -> AsyncIOScheduler:
                       id="close_expired_drafts", **common)
     scheduler.add_job(refresh_channel_tokens, "interval", minutes=10, args=[services],
                       id="refresh_channel_tokens", **common)
+    if forwarder is not None:
+        scheduler.add_job(forwarder.run_until_idle, "interval", seconds=5,
+                          id="deliver_forwards", **common)
+        if services.settings.forward_sink == "open311":
+            scheduler.add_job(poll_central, "interval",
+                              seconds=services.settings.central_poll_seconds,
+                              args=[services, forwarder.sink], id="poll_central", **common)
+    scheduler.add_job(queue_new_ratings, "interval", seconds=30, args=[services],
+                      id="queue_new_ratings", **common)
+    scheduler.add_job(remind, "interval", minutes=5, args=[services], id="reminders", **common)
+    scheduler.add_job(weekly_summary, "cron", day_of_week="mon", hour=7, minute=0,
+                      timezone=services.settings.timezone, args=[services],
+                      id="weekly_summary", coalesce=True, max_instances=1,
+                      misfire_grace_time=6 * 3600)
     return scheduler

@@ -120,6 +120,8 @@ class Settings(BaseSettings):
     forward_max_attempts: int = 8
     forward_database_url: str = ""
     central_callback_secret: str = ""
+    forward_timeout_seconds: float = 10.0  # per HTTP delivery to the central system
+    central_poll_seconds: int = 300  # Open311 sink: how often to poll requests/{id}.json
 
     @field_validator("api_tokens", "open311_api_keys", mode="before")
     @classmethod

@@ -6,7 +6,7 @@ from alembic import context
 from sqlalchemy import engine_from_config, pool
 from sqlmodel import SQLModel
 
-import store.models  # noqa: F401  (registers the tables on SQLModel.metadata)
+import store.central_models  # noqa: F401  (registers store.models' tables and the forwarding ones)
 
 config = context.config
 target_metadata = SQLModel.metadata
