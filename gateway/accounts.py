@@ -1,15 +1,20 @@
-"""Operator accounts: argon2 password hashes, creation from the CLI, verification at login."""
+"""Operator accounts: argon2 password hashes, creation from the CLI, login with lock-out."""
 
 from __future__ import annotations
 
+import asyncio
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlmodel import select
+from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.settings import Settings
 from store import migrate
 from store.db import create_engine, is_sqlite, session_factory
-from store.models import Operator
+from store.models import Operator, OperatorAction, utcnow
 
 _hasher = PasswordHasher()
 ROLES = ("operator", "supervisor", "admin")
@@ -51,3 +56,76 @@ async def add_operator(
             await session.commit()
     finally:
         await engine.dispose()
+
+
+# Login with lock-out ------------------------------------------------------------------------
+
+_DUMMY_HASH = _hasher.hash("paht-timing-equaliser")
+
+
+@dataclass(frozen=True)
+class LoginResult:
+    """What a login attempt came to: the operator on success, or why not."""
+
+    operator: Operator | None
+    error: str | None = None  # "bad_credentials" | "locked" | "disabled"
+
+
+async def recent_failures(session: AsyncSession, op: Operator, since: datetime) -> int:
+    """Failed logins of `op` since `since` and since its last successful login or unlock."""
+    last_ok = (await session.exec(
+        select(OperatorAction.at)
+        .where(OperatorAction.operator_id == op.id,
+               col(OperatorAction.action).in_(["login", "unlock", "locked"]))
+        .order_by(col(OperatorAction.at).desc()).limit(1)
+    )).first()
+    start = max(since, last_ok) if last_ok is not None else since
+    stmt = select(func.count()).select_from(OperatorAction).where(
+        OperatorAction.operator_id == op.id, OperatorAction.action == "login_failed",
+        col(OperatorAction.at) > start,
+    )
+    return int((await session.exec(stmt)).one())
+
+
+async def attempt_login(
+    session: AsyncSession, settings: Settings, username: str, password: str, ip: str = ""
+) -> LoginResult:
+    """Check credentials, count failures in the lock-out window, lock after too many.
+
+    Every attempt is written to the audit log (login, login_failed, locked); the caller
+    commits. A locked account refuses even the right password until the lock expires.
+    """
+    now = utcnow()
+    op = (await session.exec(select(Operator).where(Operator.username == username))).first()
+    if op is None:
+        await asyncio.to_thread(check_password, _DUMMY_HASH, password)  # same timing
+        session.add(OperatorAction(action="login_failed", note=f"unknown user ({ip})"[:200]))
+        return LoginResult(None, "bad_credentials")
+    if op.locked_until is not None and op.locked_until > now:
+        session.add(OperatorAction(operator_id=op.id, action="login_refused",
+                                   note=f"locked ({ip})"))
+        return LoginResult(None, "locked")
+    ok = await asyncio.to_thread(check_password, op.password_hash, password)
+    if ok and not op.active:
+        session.add(OperatorAction(operator_id=op.id, action="login_refused",
+                                   note=f"disabled ({ip})"))
+        return LoginResult(None, "disabled")
+    if ok:
+        op.failed_logins = 0
+        op.locked_until = None
+        session.add(op)
+        session.add(OperatorAction(operator_id=op.id, action="login", note=ip or None))
+        return LoginResult(op)
+    window = timedelta(minutes=settings.login_lockout_minutes)
+    failures = await recent_failures(session, op, now - window) + 1
+    session.add(OperatorAction(operator_id=op.id, action="login_failed", note=ip or None))
+    op.failed_logins = failures
+    if failures >= settings.login_max_failures:
+        op.locked_until = now + window
+        op.failed_logins = 0
+        await session.flush()
+        session.add(OperatorAction(operator_id=op.id, action="locked",
+                                   after={"until": op.locked_until.isoformat()}))
+    session.add(op)
+    return LoginResult(None, "locked" if op.locked_until and op.locked_until > now
+                       else "bad_credentials")
