@@ -30,10 +30,12 @@ __all__ = ["Classification", "Classifier", "Match", "Sector"]
 KHAC = "khac"
 _URGENT = "!urgent"  # pseudo-sector of the urgency phrases, indexed with the keywords
 
-# Plain (diacritic-free) Vietnamese syllable: onset, 1-3 vowels, optional coda. Tokens that
-# fail this are typos or foreign words and are candidates for fuzzy correction.
+# Plain (diacritic-free) Vietnamese syllable: onset, 1-3 vowels, optional coda. Spelling
+# rules: "ngh"/"gh"/"k" only before e/i (k also before y), "c"/"ng"/"g" never before them.
+# Tokens that fail this are typos or foreign words and are candidates for fuzzy correction.
 _SYLLABLE_RE = re.compile(
-    r"^(ngh|ng|nh|ch|gh|gi|kh|ph|qu|th|tr|[bcdghklmnprstvx])?[aeiouy]{1,3}(ch|ng|nh|[cmnpt])?$"
+    r"^(((ngh|gh)(?=[ie])|k(?=[iey])|(c|ng|g)(?![ie])|nh|ch|gi|kh|ph|qu|th|tr|[bdhlmnprstvx])?"
+    r"[aeiouy]{1,3}(ch|ng|nh|[cmnpt])?|gi(ch|ng|nh|[cmnpt])?)$"  # "gì", "gìn": gi + no vowel
 )
 
 
@@ -317,8 +319,8 @@ class Classifier:
                 names[i] = caps[i] and not any(ch in gap for ch in ".!?:\n")
         return _Prepared(norm, seq, [self._alternatives(t) for t in seq], names)
 
-    def _select(self, hits: list[_Hit]) -> tuple[list[_Hit], list[_Hit]]:
-        """Greedy longest-first selection of non-overlapping hits; negatives kept aside."""
+    def _select(self, hits: list[_Hit]) -> tuple[list[_Hit], list[_Hit], set[tuple[int, int]]]:
+        """Greedy longest-first non-overlapping hits, negatives, and all accepted spans."""
         negatives = [h for h in hits if h.phrase.weight < 0]
         # A neutral phrase matched only through its shadow does not block anything; on equal
         # length it wins over keywords ("hàng xóm" keeps "nhà hàng" out of "nhà hàng xóm").
@@ -349,7 +351,7 @@ class Classifier:
                 owner[i] = (hit.first, hit.last, neutral)
             if not neutral:
                 chosen.append(hit)
-        return chosen, negatives
+        return chosen, negatives, {(a, b) for a, b, _ in owner.values()}
 
     def _analyse(self, text: str) -> _Analysis:
         """Evidence per sector, accepted matches, places and urgency terms of ``text``."""
@@ -363,14 +365,22 @@ class Classifier:
             for p in places
             if p.confident
         ]
-        hits, urgent = [], []
+        hits, urgent_hits = [], []
         for h in self._scan(prep, self.keywords):
             if h.phrase.sector == _URGENT:
                 if h.similarity >= 0.7:
-                    urgent.append(h.phrase.text)
+                    urgent_hits.append(h)
             elif not any(s <= seq[h.first].start and seq[h.last].end <= e for s, e in blocked):
                 hits.append(h)
-        chosen, negatives = self._select(hits)
+        chosen, negatives, spans = self._select(hits)
+        # An urgency word inside a longer non-urgent phrase is not urgent: "cháy" in
+        # "bóng đèn bị cháy" (a burnt-out bulb) is not a fire.
+        urgent_spans = {(h.first, h.last) for h in urgent_hits}
+        urgent = [
+            h.phrase.text for h in urgent_hits
+            if not any(a <= h.first and h.last <= b and (a, b) not in urgent_spans
+                       and b - a > h.last - h.first for a, b in spans)
+        ]
         scores = dict.fromkeys(self.sectors, 0.0)
         seen: set[tuple[str, str]] = set()
         matches: list[Match] = []

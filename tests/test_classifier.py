@@ -115,6 +115,7 @@ def test_to_dict_is_json_ready(clf: Classifier) -> None:
         ("ngập sâu quá xe chết máy hết", True),
         ("vừa xảy ra tai nạn ở ngã tư", True),
         ("xe chạy nhanh quá", False),  # "chay" is not "cháy"
+        ("bóng đèn bị cháy mấy hôm nay", False),  # a burnt-out bulb is not a fire
         ("đèn đường không sáng", False),
     ],
 )
@@ -132,6 +133,12 @@ def test_route_to_agency_and_misconduct_to_inspectorate(clf: Classifier) -> None
     assert clf.route("trat_tu_do_thi", cso).agency.startswith("Thanh tra")
     assert clf.route("khac").code == "khac"
     assert clf.route("unknown-code").code == "khac"
+
+
+def test_fuzzy_correction_of_non_syllables(clf: Classifier) -> None:
+    res = clf.classify("đường nghập sâu quá")  # "nghập" is not a Vietnamese syllable
+    assert res.sector == "ha_tang_do_thi"
+    assert any(m.phrase == "ngập sâu" and m.similarity < 1 for m in res.matches)
 
 
 def test_load_from_directory(tmp_path: Path) -> None:
