@@ -15,6 +15,7 @@ import multiprocessing
 import os
 import time
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -164,14 +165,16 @@ class SpeechPool:
         self.workers = max(1, workers)
         self.threads = threads or max(1, (os.cpu_count() or 1) // self.workers)
         self.status: list[dict[str, Any]] = []
-        self._executor: ProcessPoolExecutor | None = None
-        if self.models:
-            self._executor = ProcessPoolExecutor(
-                max_workers=self.workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=({e: str(p) for e, p in self.models.items()}, self.threads),
-            )
+        self.restarts = 0
+        self._executor: ProcessPoolExecutor | None = self._new_executor() if self.models else None
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self.workers,
+            mp_context=multiprocessing.get_context("spawn"),
+            initializer=_init_worker,
+            initargs=({e: str(p) for e, p in self.models.items()}, self.threads),
+        )
 
     async def warm(self) -> None:
         """Start every worker and wait until each has loaded its models."""
@@ -203,9 +206,23 @@ class SpeechPool:
         if self._executor is None or engine not in self.models:
             raise ModelMissing(f"no model configured for speech engine {engine!r}")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(
-            self._executor, _worker_transcribe, audio, engine, already_pcm
-        )
+        executor = self._executor
+        try:
+            return await loop.run_in_executor(
+                executor, _worker_transcribe, audio, engine, already_pcm
+            )
+        except BrokenProcessPool:
+            # A worker died (native crash, OOM kill): replace the pool once and retry.
+            if self._executor is None:
+                raise
+            if self._executor is executor:
+                executor.shutdown(wait=False, cancel_futures=True)
+                self._executor = self._new_executor()
+                self.status = []
+                self.restarts += 1
+            return await loop.run_in_executor(
+                self._executor, _worker_transcribe, audio, engine, already_pcm
+            )
 
     def close(self) -> None:
         """Stop the workers (pending jobs are cancelled)."""
@@ -243,6 +260,14 @@ class StreamingCall:
     def partial(self) -> str:
         """The recognizer's partial hypothesis for the current utterance."""
         return "" if self._result is not None else self._session.partial()
+
+    async def afeed_mulaw(self, payload: bytes) -> str | None:
+        """`feed_mulaw` in a thread (Kaldi releases the GIL); await each before the next."""
+        return await asyncio.to_thread(self.feed_mulaw, payload)
+
+    async def afinish(self) -> Transcript:
+        """`finish` in a thread."""
+        return await asyncio.to_thread(self.finish)
 
     def finish(self) -> Transcript:
         """Flush resampler and recognizer; idempotent."""

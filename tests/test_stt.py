@@ -13,6 +13,8 @@ import functools
 import http.server
 import io
 import json
+import os
+import signal
 import threading
 import zipfile
 from collections.abc import Iterator
@@ -204,6 +206,18 @@ async def test_silence_gives_empty_text(pool: SpeechPool) -> None:
         assert result.duration_s == 3.0
 
 
+@pytest.mark.speech
+async def test_pool_replaces_a_dead_worker(whisper_dir: Path) -> None:
+    speech_pool = SpeechPool({"whisper": whisper_dir}, workers=1)
+    try:
+        await speech_pool.warm()
+        os.kill(speech_pool.status[0]["pid"], signal.SIGKILL)  # e.g. the OOM killer
+        result = await speech_pool.transcribe(silence(1.0), "whisper", already_pcm=True)
+        assert result.text == "" and speech_pool.restarts == 1
+    finally:
+        speech_pool.close()
+
+
 # --- streaming (Twilio Media Streams) ---------------------------------------------------
 
 
@@ -228,6 +242,16 @@ def test_streaming_call_vosk_mulaw_frames(vosk: Transcriber, audio_dir: Path) ->
     assert call.finish() is result and call.partial() == ""
     with pytest.raises(RuntimeError):
         call.feed_mulaw(b"\xff" * 160)
+
+
+@pytest.mark.speech
+async def test_streaming_call_async_feed(vosk: Transcriber, audio_dir: Path) -> None:
+    ulaw = pcm16_to_mulaw(pcm_of(audio_dir / "ko.wav", 8000))
+    call = StreamingCall(vosk)
+    for start in range(0, len(ulaw), 1600):  # 200 ms batches, off the event loop
+        await call.afeed_mulaw(ulaw[start : start + 1600])
+    result = await call.afinish()
+    assert has_hangul(result.text) and result.engine == "vosk"
 
 
 @pytest.mark.speech
