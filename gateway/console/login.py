@@ -38,7 +38,8 @@ def safe_next(value: str | None) -> str:
     if not value:
         return "/console/"
     parts = urlsplit(value)
-    if parts.scheme or parts.netloc or not value.startswith("/console/") or "\\" in value:
+    if (parts.scheme or parts.netloc or not value.startswith("/console/") or "\\" in value
+            or ".." in value):
         return "/console/"
     return value
 
