@@ -17,7 +17,7 @@ import random
 import sys
 import time
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -125,34 +125,43 @@ def sweep(clf: Classifier, rows: Sequence[dict[str, Any]], title: str) -> None:
     """Review rate, auto-accepted precision and errors caught for several thresholds."""
     print(f"\n== needs_review threshold sweep on {title} (+ stripped copy)")
     print("   min_score min_margin  review  auto-precision  errors-caught")
-    results = []
-    for r in rows:
-        allowed = {r["sector"], *filter(None, r.get("sector_alt", "").split("|"))}
-        for text in (r["text"], strip_diacritics(r["text"])):
-            res = clf.classify(text)
-            results.append((res.score, res.score - res.runner_up_score, res.sector in allowed))
-    for min_score, min_margin in [(0.5, 0.1), (0.55, 0.15), (0.65, 0.3), (0.8, 0.5), (0.9, 0.8)]:
-        review = [s < min_score or m < min_margin for s, m, _ in results]
-        auto = [ok for (_, _, ok), rv in zip(results, review, strict=True) if not rv]
-        errs = [rv for (_, _, ok), rv in zip(results, review, strict=True) if not ok]
-        print(f"   {min_score:9.2f} {min_margin:10.2f}  {sum(review) / len(review):6.3f}  "
+    saved = clf.min_score, clf.min_margin
+    texts = [
+        (text, {r["sector"], *filter(None, r.get("sector_alt", "").split("|"))})
+        for r in rows
+        for text in (r["text"], strip_diacritics(r["text"]))
+    ]
+    for clf.min_score, clf.min_margin in [(0.5, 0.1), (0.55, 0.15), (0.65, 0.3), (0.8, 0.5),
+                                          (0.9, 0.8)]:
+        results = [(clf.classify(t), allowed) for t, allowed in texts]
+        review = [res.needs_review for res, _ in results]
+        ok = [res.sector in allowed for res, allowed in results]
+        auto = [o for o, rv in zip(ok, review, strict=True) if not rv]
+        errs = [rv for o, rv in zip(ok, review, strict=True) if not o]
+        print(f"   {clf.min_score:9.2f} {clf.min_margin:10.2f}  {sum(review) / len(review):6.3f}  "
               f"{sum(auto) / max(len(auto), 1):14.3f}  {sum(errs) / max(len(errs), 1):13.3f}")
+    clf.min_score, clf.min_margin = saved
 
 
-def fit(clf: Classifier, rows: Sequence[dict[str, Any]]) -> tuple[float, float]:
-    """Grid-search beta and the khac prior minimising log loss on ``rows`` (+ stripped)."""
-    evid = []
+def fit(clf: Classifier, rows: Sequence[dict[str, Any]]) -> tuple[float, float, float]:
+    """Grid-search beta, khac prior and single-phrase penalty minimising log loss on ``rows``."""
+    data = []
     for r in rows:
         for text in (r["text"], strip_diacritics(r["text"])):
-            evid.append((clf.evidence(text), r["sector"]))
-    best = (math.inf, clf.beta, clf.khac_prior)
-    for beta in [x / 20 for x in range(6, 41)]:
-        for prior in [x / 4 for x in range(0, 17)]:
-            clf.beta, clf.khac_prior = beta, prior
-            loss = -sum(math.log(max(clf.probabilities(e)[g], 1e-9)) for e, g in evid)
-            best = min(best, (loss / len(evid), beta, prior))
-    print(f"\n== fit: log loss={best[0]:.4f}  beta={best[1]}  khac_prior={best[2]}")
-    return best[1], best[2]
+            an = clf._analyse(text)
+            data.append((an.evidence, an.support, r["sector"]))
+    best = (math.inf, clf.beta, clf.khac_prior, clf.single_penalty)
+    for beta in [x / 10 for x in range(4, 31)]:
+        for prior in [x / 4 for x in range(0, 13)]:
+            for penalty in [x / 2 for x in range(0, 9)]:
+                clf.beta, clf.khac_prior, clf.single_penalty = beta, prior, penalty
+                loss = -sum(
+                    math.log(max(clf.probabilities(e, s)[g], 1e-9)) for e, s, g in data
+                )
+                best = min(best, (loss / len(data), beta, prior, penalty))
+    print(f"\n== fit: log loss={best[0]:.4f}  beta={best[1]}  khac_prior={best[2]}  "
+          f"single_penalty={best[3]}")
+    return best[1], best[2], best[3]
 
 
 def grown_config(clf: Classifier, factor: int, seed: int = 7) -> dict[str, Any]:
@@ -172,21 +181,22 @@ def grown_config(clf: Classifier, factor: int, seed: int = 7) -> dict[str, Any]:
     return config
 
 
-def speed(clf: Classifier, texts: Iterable[str], label: str, rounds: int = 7) -> float:
-    """Single-core classifications per second: best and median of ``rounds`` passes."""
-    texts = list(texts)
-    for t in texts:  # warm the token caches once
-        clf.classify(t)
-    rates = []
-    for _ in range(rounds):
-        start = time.perf_counter()
+def speed(clfs: Sequence[tuple[str, Classifier]], texts: Sequence[str], rounds: int = 9) -> None:
+    """Single-core classifications/s per classifier; rounds interleaved so load hits all alike."""
+    for _, clf in clfs:  # warm the token caches once
         for t in texts:
             clf.classify(t)
-        rates.append(len(texts) / (time.perf_counter() - start))
-    rates.sort()
-    print(f"   {label}: best {rates[-1]:,.0f}/s, median {rates[len(rates) // 2]:,.0f}/s "
-          f"({len(texts)} texts x {rounds} rounds)")
-    return rates[-1]
+    rates: dict[str, list[float]] = {label: [] for label, _ in clfs}
+    for _ in range(rounds):
+        for label, clf in clfs:
+            start = time.perf_counter()
+            for t in texts:
+                clf.classify(t)
+            rates[label].append(len(texts) / (time.perf_counter() - start))
+    for label, rs in rates.items():
+        rs.sort()
+        print(f"   {label}: best {rs[-1]:,.0f}/s, median {rs[len(rs) // 2]:,.0f}/s "
+              f"({len(texts)} texts x {rounds} rounds)")
 
 
 def main() -> None:
@@ -201,11 +211,12 @@ def main() -> None:
     tune = [r for r in own if r.get("split") == "tune"]
     hold = [r for r in own if r.get("split") == "holdout"]
     print(f"thresholds: min_score={clf.min_score} min_margin={clf.min_margin}  "
-          f"beta={clf.beta} khac_prior={clf.khac_prior}  keywords={len(clf.keywords.by_plain)}")
+          f"beta={clf.beta} khac_prior={clf.khac_prior} single_penalty={clf.single_penalty}  "
+          f"keywords={len(clf.keywords.by_plain)}")
     if args.fit:
         # Keywords were written looking at the tune half only, so its errors are too rare to
         # calibrate on; the two softmax parameters are fitted on the holdout half instead.
-        clf.beta, clf.khac_prior = fit(clf, hold)
+        clf.beta, clf.khac_prior, clf.single_penalty = fit(clf, hold)
     evaluate(clf, own, "own set (all)")
     evaluate(clf, own, "own set, diacritics stripped", transform=strip_diacritics)
     for name, part in (("tune", tune), ("holdout", hold)):
@@ -228,10 +239,9 @@ def main() -> None:
     if not args.no_speed:
         print("\n== speed (one core)")
         texts = [r["text"] for r in own] + [strip_diacritics(r["text"]) for r in own]
-        speed(clf, texts, f"full keyword set ({len(clf.keywords.by_plain)} phrases)")
         big = Classifier(grown_config(clf, 10), clf.normalizer)
-        big.beta, big.khac_prior = clf.beta, clf.khac_prior
-        speed(big, texts, f"10x keyword set ({len(big.keywords.by_plain)} phrases)")
+        speed([(f"full keyword set ({len(clf.keywords.by_plain)} phrases)", clf),
+               (f"10x keyword set ({len(big.keywords.by_plain)} phrases)", big)], texts)
         fresh = Classifier.load()
         start = time.perf_counter()
         for t in texts:
