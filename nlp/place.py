@@ -60,7 +60,8 @@ _STOP_TEXT = """bị có không đang rất quá đã rồi ngập hư hỏng s�
     liên tục suốt hết chưa cần mong đề nghị phản ánh xin vui lòng lúc khi vừa mới cả các những
     một hai ba bốn năm sáu bảy tám chín mười tháng tuần nữa luôn hoài như thế vậy đây đấy
     có thể phải bao giờ bây"""
-_STOP_PLAIN = {strip_diacritics(w) for w in _STOP_TEXT.split()}
+_STOP_WORDS = frozenset(_STOP_TEXT.split())
+_STOP_PLAIN = frozenset(strip_diacritics(w) for w in _STOP_WORDS)
 _NUM_RE = re.compile(r"^\d+[a-z]?(?:[/\-]\d+[a-z]?)*$")
 
 
@@ -103,11 +104,16 @@ def _name(norm: Normalized, toks: tuple[Token, ...], i: int, kind: str, lower: b
             continue
         if _is_num(tok) and n == 0:
             n += 1
+            if kind == "name":  # "phường 12", "quận 1": a numbered unit has no other name
+                break
             continue
         if _capitalised(tok) and not tok.filler:
             n += 1
             continue
-        if lowercase_ok and tok.plain not in _STOP_PLAIN and not tok.filler and n < 2:
+        # In text with diacritics compare the real word: "văn" (Nguyễn Văn Linh) is not
+        # the stop word "vẫn", though both are "van" without diacritics.
+        stop = tok.text in _STOP_WORDS if norm.has_diacritics else tok.plain in _STOP_PLAIN
+        if lowercase_ok and not stop and not tok.filler and n < 3:
             if (tok.plain,) in _PLAIN_MARKERS:
                 break
             n += 1

@@ -21,6 +21,8 @@ from nlp.place import extract_address
          "thôn Đông, xã Tam Hợp, huyện Bình Xuyên"),
         ("nhà số 27 tổ 5 bị nứt", "số 27, tổ 5"),
         ("ở q1 p12 đèn đường tắt", "quận 1, phường 12"),
+        ("ở đường nguyễn văn linh đèn không sáng", "đường nguyễn văn linh"),  # "văn" ≠ "vẫn"
+        ("duong le loi bi ngap", "duong le loi"),
     ],
 )
 def test_extract_address(text: str, expected: str) -> None:
