@@ -52,6 +52,7 @@ class Message:
     kind: str
     media: list[dict[str, Any]] = field(default_factory=list)
     location: dict[str, Any] | None = None
+    postback: str | None = None
 
 
 def media_url(att: dict[str, Any]) -> str | None:
@@ -73,7 +74,7 @@ def messages_of(report: Report, events: list[InboundEvent]) -> tuple[list[Messag
             used.add(id(stored))
             media.append({**stored, "src": media_url(stored)})
         out.append(Message(event, str(data.get("text") or ""), str(data.get("kind") or ""),
-                           media, data.get("location")))
+                           media, data.get("location"), data.get("postback")))
     rest = [{**a, "src": media_url(a)} for a in report.attachments if id(a) not in used]
     return out, rest
 
