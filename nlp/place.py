@@ -176,8 +176,10 @@ def extract_places(norm: Normalized) -> list[Place]:
             i = j + n
         else:
             i = j
-    seen: set[str] = set()
-    return [p for p in parts if not (p.text in seen or seen.add(p.text))]
+    unique: dict[str, Place] = {}
+    for p in parts:
+        unique.setdefault(p.text, p)
+    return list(unique.values())
 
 
 def extract_address(norm: Normalized | str) -> str | None:
