@@ -61,19 +61,19 @@ def server(tmp_path: Path):
         input=PASSWORD + "\n", text=True, cwd=tmp_path, env=env, capture_output=True,
         check=False)
     assert add.returncode == 0, add.stderr
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp_path / "server.log", "wb"))
-    base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)  # noqa: S310 - local server
-            break
-        except OSError:
-            time.sleep(0.1)
-    yield base, db
-    proc.terminate()
-    proc.wait(timeout=20)
+    with (tmp_path / "server.log").open("wb") as log:
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port)],
+                                cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log)
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(base + "/healthz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        yield base, db
+        proc.terminate()
+        proc.wait(timeout=20)
 
 
 def query(db: Path, sql: str, *args: Any) -> list[tuple[Any, ...]]:
@@ -86,7 +86,7 @@ def webhook(base: str, sid: str, mid: str, **fields: Any) -> None:
     req = urllib.request.Request(base + "/webhooks/web", method="POST",
                                  data=json.dumps(body, ensure_ascii=False).encode(),
                                  headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req) as resp:  # noqa: S310 - local server
+    with urllib.request.urlopen(req) as resp:
         assert resp.status == 200
 
 
