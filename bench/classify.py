@@ -103,9 +103,10 @@ def evaluate(
     return out
 
 
-def reliability(clf: Classifier, rows: Sequence[dict[str, Any]], bins: int = 5) -> None:
+def reliability(clf: Classifier, rows: Sequence[dict[str, Any]], title: str,
+                bins: int = 5) -> None:
     """Reliability table: mean score vs observed accuracy per score bin."""
-    print("\n== reliability (own set, all registers + stripped copy)")
+    print(f"\n== reliability on {title} (+ stripped copy)")
     print("   score bin     n   mean score   accuracy")
     pairs = []
     for r in rows:
@@ -226,7 +227,8 @@ def main() -> None:
     for reg in ("formal", "sms", "chat", "speech"):
         evaluate(clf, [r for r in own if r["register"] == reg], f"own register={reg}",
                  matrix=False)
-    reliability(clf, own)
+    reliability(clf, own, "own set, both halves")
+    reliability(clf, hold, "own holdout half")
     sweep(clf, hold, "own holdout half")
     if REAL.exists():
         real = load_jsonl(REAL)
