@@ -6,12 +6,17 @@ each hit is scored by how well the diacritics agree (or by a rapidfuzz ratio for
 are not Vietnamese syllables, i.e. typos). Longer phrases win over the words inside them.
 Evidence per sector becomes a probability with a softmax whose temperature and ``khac`` prior
 are fitted on the labelled set (``bench/classify.py --fit``).
+
+Review policy: ``needs_review`` is True when score < min_score, when score - runner_up_score
+< min_margin, or when the sector rests on a single one-word keyword. ``khac``: empty text,
+punctuation or fillers only -> khac, score 1.0, no review (nothing to route); greetings and
+thanks -> khac with a high score, no review; content with no keyword -> khac with a low
+score, so it goes to review (an operator should read an unclear message).
 """
 
 from __future__ import annotations
 
 import math
-import re
 import tomllib
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field, replace
@@ -22,22 +27,13 @@ from typing import Any
 
 from rapidfuzz import fuzz, process
 
-from nlp.normalize import Normalized, Normalizer, Token
+from nlp.normalize import Normalized, Normalizer, Phrase, PhraseIndex, Token, is_syllable
 from nlp.place import Place, extract_places
 
 __all__ = ["Classification", "Classifier", "Match", "Sector"]
 
 KHAC = "khac"
 _URGENT = "!urgent"  # pseudo-sector of the urgency phrases, indexed with the keywords
-
-# Plain (diacritic-free) Vietnamese syllable: onset, 1-3 vowels, optional coda. Spelling
-# rules: "ngh"/"gh"/"k" only before e/i (k also before y), "c"/"ng"/"g" never before them.
-# Tokens that fail this are typos or foreign words and are candidates for fuzzy correction.
-_SYLLABLE_RE = re.compile(
-    r"^(((ngh|gh)(?=[ie])|k(?=[iey])|(c|ng|g)(?![ie])|nh|ch|gi|kh|ph|qu|th|tr|[bdhlmnprstvx])?"
-    r"[aeiouy]{1,3}(ch|ng|nh|[cmnpt])?|gi(ch|ng|nh|[cmnpt])?)$"  # "gì", "gìn": gi + no vowel
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Match:
@@ -95,16 +91,6 @@ class Classification:
 
 
 @dataclass(frozen=True, slots=True)
-class _Phrase:
-    sector: str  # "" for neutral and routing phrases, _URGENT for urgency phrases
-    text: str
-    tokens: tuple[str, ...]
-    plain: tuple[str, ...]
-    weight: float
-    strict: bool
-
-
-@dataclass(frozen=True, slots=True)
 class _Prepared:
     norm: Normalized
     seq: list[Token]  # tokens without fillers
@@ -124,38 +110,10 @@ class _Analysis:
 
 @dataclass(frozen=True, slots=True)
 class _Hit:
-    phrase: _Phrase
+    phrase: Phrase
     first: int  # index into the non-filler token sequence
     last: int
     similarity: float
-
-
-class _Index:
-    """Phrases keyed by their diacritic-free token tuple, with a prefix set for pruning."""
-
-    def __init__(self, normalizer: Normalizer) -> None:
-        self.normalizer = normalizer
-        self.by_plain: dict[tuple[str, ...], list[_Phrase]] = {}
-        self.prefixes: set[tuple[str, ...]] = set()
-        self.max_len = 1
-
-    def add(self, sector: str, text: str, weight: float) -> None:
-        strict = text.endswith("!")
-        text = text.rstrip("!").strip()
-        tokens = tuple(t for t in self.normalizer.normalize(text).tokens if not t.filler)
-        if not tokens:
-            return
-        words = tuple(t.text for t in tokens)
-        plain = tuple(t.plain for t in tokens)
-        entries = self.by_plain.setdefault(plain, [])
-        for i, old in enumerate(entries):  # one entry per (sector, words): keep the max weight
-            if old.sector == sector and old.tokens == words:
-                if abs(weight) > abs(old.weight):
-                    entries[i] = _Phrase(sector, text, words, plain, weight, strict)
-                return
-        entries.append(_Phrase(sector, text, words, plain, weight, strict))
-        self.prefixes.update(plain[:n] for n in range(1, len(plain) + 1))
-        self.max_len = max(self.max_len, len(plain))
 
 
 class Classifier:
@@ -182,7 +140,7 @@ class Classifier:
         weights.update(config.get("weights", {}))
         weights.setdefault("extra", weights["medium"])
         self.sectors: dict[str, Sector] = {}
-        self.keywords = _Index(normalizer)
+        self.keywords = PhraseIndex(normalizer)
         for code, spec in config["sectors"].items():
             self.sectors[code] = Sector(
                 code, spec["name"], spec.get("description", ""), spec["agency"],
@@ -211,8 +169,8 @@ class Classifier:
         self._vocab_set = frozenset(self.vocabulary)
         self._correct = lru_cache(maxsize=65536)(self._correct_uncached)
 
-    def _side_index(self, phrases: Iterable[str]) -> _Index:
-        index = _Index(self.normalizer)
+    def _side_index(self, phrases: Iterable[str]) -> PhraseIndex:
+        index = PhraseIndex(self.normalizer)
         for text in phrases:
             index.add("", text, 1.0)
         return index
@@ -249,14 +207,14 @@ class Classifier:
             len(plain) >= 4
             and plain not in self._vocab_set
             and plain.isalpha()
-            and not _SYLLABLE_RE.match(plain)
+            and not is_syllable(plain)
         ):
             fixed = self._correct(plain)
             if fixed is not None:
                 alts.append(fixed)
         return alts
 
-    def _token_sim(self, phrase: _Phrase, word: str, tok: Token, fz: float, n: int,
+    def _token_sim(self, phrase: Phrase, word: str, tok: Token, fz: float, n: int,
                    marked_text: bool, name: bool) -> float:
         if fz < 1.0:
             return 0.0 if phrase.strict or name else fz
@@ -272,7 +230,7 @@ class Classifier:
             return 0.0
         return self.mismatch_unigram if n == 1 else self.mismatch_ngram
 
-    def _scan(self, prep: _Prepared, index: _Index) -> list[_Hit]:
+    def _scan(self, prep: _Prepared, index: PhraseIndex) -> list[_Hit]:
         """All phrase hits: n-grams of shadows (and fuzzy fixes) looked up in ``index``."""
         hits: list[_Hit] = []
         seq, alts, names = prep.seq, prep.alts, prep.names
@@ -433,7 +391,7 @@ class Classifier:
         total = sum(exp.values())
         return {code: v / total for code, v in exp.items()}
 
-    def _found(self, index: _Index, prep: _Prepared) -> bool:
+    def _found(self, index: PhraseIndex, prep: _Prepared) -> bool:
         return any(h.similarity >= 0.7 for h in self._scan(prep, index))
 
     # -- public API -------------------------------------------------------------------------

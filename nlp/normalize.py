@@ -5,6 +5,7 @@ repeated-letter squashing ("quáaaa" -> "quá"), teencode / abbreviation expansi
 ``config/normalize.toml`` ("ko" -> "không", "p." -> "phường", "q1" -> "quận 1"), and a
 diacritic-free shadow form ("đường" -> "duong"). Every output token keeps the character span
 of the original text it came from, so matches can be highlighted for an operator.
+:class:`PhraseIndex` holds keyword phrases in the same normalised form, keyed by their shadow.
 """
 
 from __future__ import annotations
@@ -23,9 +24,13 @@ from typing import NamedTuple
 __all__ = [
     "Normalized",
     "Normalizer",
+    "Phrase",
+    "PhraseIndex",
     "Token",
+    "collapse",
     "fold",
     "has_diacritics",
+    "is_syllable",
     "normalize",
     "strip_diacritics",
 ]
@@ -211,3 +216,59 @@ def collapse(text: str) -> str:
     """NFC, lower case, punctuation folded to spaces, whitespace collapsed (no expansion)."""
     text = unicodedata.normalize("NFC", text).lower()
     return _SPACE_RE.sub(" ", _PUNCT_RE.sub(" ", text)).strip()
+
+
+# Plain (diacritic-free) Vietnamese syllable: onset, 1-3 vowels, optional coda. Spelling
+# rules: "ngh"/"gh"/"k" only before e/i (k also before y), "c"/"ng"/"g" never before them.
+# Tokens that fail this are typos or foreign words and are candidates for fuzzy correction.
+_SYLLABLE_RE = re.compile(
+    r"^(((ngh|gh)(?=[ie])|k(?=[iey])|(c|ng|g)(?![ie])|nh|ch|gi|kh|ph|qu|th|tr|[bdhlmnprstvx])?"
+    r"[aeiouy]{1,3}(ch|ng|nh|[cmnpt])?|gi(ch|ng|nh|[cmnpt])?)$"  # "gì", "gìn": gi + no vowel
+)
+
+
+def is_syllable(plain: str) -> bool:
+    """True when a diacritic-free token is spelt like a Vietnamese syllable."""
+    return bool(_SYLLABLE_RE.match(plain))
+
+
+@dataclass(frozen=True, slots=True)
+class Phrase:
+    """A keyword phrase in normalised form; ``sector`` tags who owns it."""
+
+    sector: str  # owner tag: a sector code, or a pseudo tag of the classifier ("" = neutral)
+    text: str
+    tokens: tuple[str, ...]
+    plain: tuple[str, ...]
+    weight: float
+    strict: bool
+
+
+class PhraseIndex:
+    """Phrases keyed by their diacritic-free token tuple, with a prefix set for pruning."""
+
+    def __init__(self, normalizer: Normalizer) -> None:
+        """Create an empty index that normalises phrases with ``normalizer``."""
+        self.normalizer = normalizer
+        self.by_plain: dict[tuple[str, ...], list[Phrase]] = {}
+        self.prefixes: set[tuple[str, ...]] = set()
+        self.max_len = 1
+
+    def add(self, sector: str, text: str, weight: float) -> None:
+        """Index ``text`` (a trailing "!" marks it strict) for ``sector`` with ``weight``."""
+        strict = text.endswith("!")
+        text = text.rstrip("!").strip()
+        tokens = tuple(t for t in self.normalizer.normalize(text).tokens if not t.filler)
+        if not tokens:
+            return
+        words = tuple(t.text for t in tokens)
+        plain = tuple(t.plain for t in tokens)
+        entries = self.by_plain.setdefault(plain, [])
+        for i, old in enumerate(entries):  # one entry per (sector, words): keep the max weight
+            if old.sector == sector and old.tokens == words:
+                if abs(weight) > abs(old.weight):
+                    entries[i] = Phrase(sector, text, words, plain, weight, strict)
+                return
+        entries.append(Phrase(sector, text, words, plain, weight, strict))
+        self.prefixes.update(plain[:n] for n in range(1, len(plain) + 1))
+        self.max_len = max(self.max_len, len(plain))

@@ -6,7 +6,15 @@ import unicodedata
 
 import pytest
 
-from nlp.normalize import Normalizer, fold, has_diacritics, normalize, strip_diacritics
+from nlp.normalize import (
+    Normalizer,
+    collapse,
+    fold,
+    has_diacritics,
+    is_syllable,
+    normalize,
+    strip_diacritics,
+)
 
 
 @pytest.mark.parametrize(
@@ -74,3 +82,21 @@ def test_custom_tables() -> None:
 def test_empty() -> None:
     assert normalize("").tokens == ()
     assert normalize("  ...!!  ").tokens == ()
+
+
+def test_collapse_folds_punctuation_and_space() -> None:
+    assert collapse("  Đèn   ĐƯỜNG!!! hư,  rồi... ") == "đèn đường hư rồi"
+
+
+@pytest.mark.parametrize(
+    ("plain", "ok"),
+    [("duong", True), ("nghieng", True), ("gi", True), ("khuya", True),
+     ("duog", False), ("nghap", False), ("ka", False), ("wifi", False)],
+)
+def test_is_syllable(plain: str, ok: bool) -> None:
+    assert is_syllable(plain) is ok
+
+
+def test_squash_keeps_distinct_vowels() -> None:
+    # "ư" + "u" in "cứu", "lưu" are two letters, not a repeated "u".
+    assert fold("cứu lưu hưu") == "cứu lưu hưu"
