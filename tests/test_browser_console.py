@@ -42,6 +42,8 @@ REPORTS = [  # (session, text, lat, lon), oldest first
     ("sid-drain-000000000003", "Nước cống tràn ra đường, hôi lắm", 16.46420, 107.59100),
 ]
 
+LATE = ("sid-tree-0000000000004", "Cây đổ chắn ngang đường Hùng Vương", 16.4800, 107.5800)
+
 
 @pytest.fixture
 def server(tmp_path: Path):
@@ -136,6 +138,20 @@ def test_operator_shift(server) -> None:
         expect(rows.first.locator("a.open")).to_have_text(light_code)
         page.screenshot(path=str(ARTIFACTS / "console-queue.png"), full_page=True)
 
+        # The queue refreshes itself with the page's filters: a new report appears.
+        page.select_option("select[name=channel]", "web")
+        page.click("#filters button")
+        expect(rows).to_have_count(3)
+        webhook(base, LATE[0], "1", text=LATE[1])
+        webhook(base, LATE[0], "2", location={"lat": LATE[2], "lon": LATE[3]})
+        webhook(base, LATE[0], "3", postback="confirm")
+        wait_for(lambda: len(query(db, "SELECT id FROM report WHERE status='submitted'")) == 4,
+                 "late report submitted")
+        page.evaluate("window.pahtRefreshQueue()")
+        expect(rows).to_have_count(4)
+        expect(page.locator("#queue-total")).to_have_text("4")
+        assert "channel=web" in page.url
+
         # 2. Open the oldest report and put it under another sector.
         rows.first.locator("a.open").click()
         expect(page.locator("#report-code")).to_have_text(light_code)
@@ -157,7 +173,7 @@ def test_operator_shift(server) -> None:
 
         # 3. Back to the queue; open the newer drain report, merge it into the first one.
         page.click("text=← Hàng chờ")
-        expect(page.locator("#queue-body tr")).to_have_count(2)
+        expect(page.locator("#queue-body tr")).to_have_count(3)
         page.locator("#queue-body a.open", has_text=dup_code).click()
         expect(page.locator("#report-code")).to_have_text(dup_code)
         merge = page.locator("button.merge", has_text=drain_code)
@@ -175,9 +191,9 @@ def test_operator_shift(server) -> None:
         assert query(db, "SELECT count(*) FROM operator_action WHERE action = 'merge' "
                          "AND report_id = ?", dup_id) == [(1,)]
 
-        # 4. The dashboard counts the three reports and the one override.
+        # 4. The dashboard counts the four reports and the one override.
         page.click("text=Thống kê")
-        expect(page.locator(".tile b").first).to_have_text("3")
+        expect(page.locator(".tile b").first).to_have_text("4")
         expect(page.locator("svg.chart rect").first).to_be_visible()
         page.screenshot(path=str(ARTIFACTS / "console-dashboard.png"), full_page=True)
 

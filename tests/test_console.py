@@ -251,3 +251,40 @@ async def test_dashboard_charts_rates_and_csv(settings_factory, gateway_client) 
     assert by_code[b.code]["predicted_sector"] == b.sector
     assert by_code[a.code]["minutes_to_confirm"] != ""
     assert "tel:" not in await resp.text()
+
+
+async def test_every_page_on_sqlite_and_postgresql(db_url, settings_factory,
+                                                   gateway_client) -> None:
+    client, csrf = await console(settings_factory, gateway_client, role="admin",
+                                 database_url=db_url)
+    app = client.app
+    first = await make_report(app, DRAIN, lat=16.4637, lon=107.5909, minutes_ago=30)
+    second = await make_report(app, "Nước cống tràn ra đường, hôi lắm", lat=16.4642,
+                               lon=107.5910)
+    third = await make_report(app, LIGHT, minutes_ago=20)
+    await post(client, f"/console/reports/{third.id}/sector", csrf, sector="dien")
+    await post(client, f"/console/reports/{second.id}/merge", csrf, original=str(first.id))
+    assert (await get_report(app, second.id)).duplicate_of == first.id
+    for path in ("/console/", "/console/?status=all&channel=web", "/console/queue/rows",
+                 f"/console/reports/{first.id}", f"/console/reports/{second.id}",
+                 "/console/dashboard?days=30", "/console/dashboard.csv", "/console/keywords",
+                 "/console/admin/operators", "/console/admin/audit?operator=admin",
+                 "/console/admin/audit?action=merge&page=1"):
+        resp = await client.get(path)
+        assert resp.status == 200, path
+    audit = await (await client.get("/console/admin/audit?action=merge")).text()
+    assert second.code in audit
+
+
+async def test_a_race_lost_on_the_outbox_key_is_reported_as_stale(settings_factory,
+                                                                   gateway_client) -> None:
+    client, csrf = await console(settings_factory, gateway_client)
+    report = await make_report(client.app, DRAIN)
+    # Another gateway process confirmed it a moment ago: its forward row holds the key.
+    async with client.app[SERVICES].sessions() as s:
+        s.add(Outbox(kind="forward", report_id=report.id, dedup_key=f"forward:{report.code}"))
+        await s.commit()
+    resp = await post(client, f"/console/reports/{report.id}/confirm", csrf)
+    assert resp.status == 303 and resp.headers["Location"].endswith("?done=stale")
+    assert (await get_report(client.app, report.id)).status == "submitted"
+    assert await actions(client.app, "confirm") == []

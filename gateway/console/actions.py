@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp import web
+from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway import reports
@@ -45,6 +46,16 @@ def _audit(db: AsyncSession, report: Report, op: Operator, action: str,
                           before=before or {}, after=after or {}, note=note))
 
 
+async def _commit(db: AsyncSession, report: Report) -> None:
+    """Commit; a unique outbox key already taken means another operator got there first."""
+    rid = report.id
+    try:
+        await db.commit()
+    except IntegrityError:
+        await db.rollback()
+        raise web.HTTPSeeOther(f"/console/reports/{rid}?done=stale") from None
+
+
 def _touch(db: AsyncSession, report: Report) -> None:
     report.updated_at = utcnow()
     db.add(report)
@@ -66,7 +77,7 @@ async def confirm(request: web.Request) -> web.StreamResponse:
         if report.status != "submitted":
             raise _done(report, "stale")
         await _confirm(db, services, report, op)
-        await db.commit()
+        await _commit(db, report)
     raise _done(report, "confirmed")
 
 
@@ -94,7 +105,7 @@ async def change_sector(request: web.Request) -> web.StreamResponse:
         if report.status == "submitted" and form.get("then") != "stay":
             await _confirm(db, services, report, op)
             key = "sector"
-        await db.commit()
+        await _commit(db, report)
     raise _done(report, key)
 
 
@@ -168,7 +179,7 @@ async def reject(request: web.Request) -> web.StreamResponse:
             text=services.texts.get("notify.rejected", code=report.code, note=reason),
             report_id=report.id, kind="notify", dedup_key=f"rejected:{report.id}",
         )
-        await db.commit()
+        await _commit(db, report)
     raise _done(report, "rejected")
 
 
@@ -213,5 +224,5 @@ async def merge(request: web.Request) -> web.StreamResponse:
             text=_merged_text(services, report, original), report_id=report.id,
             kind="notify", dedup_key=f"merged:{report.id}",
         )
-        await db.commit()
+        await _commit(db, report)
     raise _done(report, "merged")

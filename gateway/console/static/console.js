@@ -21,6 +21,7 @@
     } catch (e) { /* offline for a moment: try again next time */ }
   }
   setInterval(refresh, 20000);
+  window.pahtRefreshQueue = refresh;  // also callable (tests, a future "refresh" button)
 })();
 
 // SLA countdowns: update "còn N phút" / "quá hạn N phút" between refreshes.
