@@ -43,6 +43,10 @@ TWILIO_HOST_SUFFIXES = (".twilio.com",)
 # Where Twilio's 30x for media/recordings may lead (signed, short-lived links: no auth sent).
 REDIRECT_HOST_SUFFIXES = (".twilio.com", ".twiliocdn.com", ".amazonaws.com")
 
+# Placeholders Twilio puts in From when the caller ID is withheld: keypad spellings of
+# ANONYMOUS, RESTRICTED, BLOCKED and UNAVAIL (twilio.com/docs/voice/twiml#callerid-values).
+WITHHELD_CALLER_IDS = frozenset({"+266696687", "+7378742833", "+2562533", "+8656696"})
+
 # The headers of the last REST answer in this task, for Retry-After on 429 (the twilio
 # exception does not carry headers). A ContextVar: concurrent sends do not see each other's.
 _last_headers: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.ContextVar(
@@ -133,6 +137,8 @@ def tel_urn(number: str | None) -> str | None:
     if not number:
         return None
     number = number.strip()
+    if number in WITHHELD_CALLER_IDS:
+        return None
     if number.startswith("+") and number[1:].isdigit() and len(number) > 4:
         return "tel:" + number
     return None

@@ -39,6 +39,7 @@ from nlp.audio import MULAW_RATE, mulaw_to_pcm16
 
 log = logging.getLogger("paht.voice_stream")
 
+FINISHERS = web.AppKey("voice_stream_finishers", set)  # set[asyncio.Task[None]]
 MAX_PARTIALS = 50  # partial hypotheses kept for the audit trail
 PARTIAL_EVERY = 25  # sample the partial hypothesis every N media frames (~0.5 s)
 
@@ -172,6 +173,13 @@ async def _finish(app: web.Application, state: CallState) -> InboundMessage | No
     return message
 
 
+async def _finish_logged(app: web.Application, state: CallState) -> None:
+    try:
+        await _finish(app, state)
+    except Exception:
+        log.exception("could not persist the media stream")
+
+
 async def _on_event(app: web.Application, state: CallState, event: dict[str, Any]) -> bool:
     """Handle one Twilio frame; True when the call should be finished now."""
     settings = app[SETTINGS]
@@ -251,11 +259,15 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
             if isinstance(event, dict) and await _on_event(app, state, event):
                 break
     finally:
-        # Persist on stop, '#', the time limit, or a dropped connection alike.
-        try:
-            await _finish(app, state)
-        except Exception:
-            log.exception("could not persist the media stream")
+        # Persist on stop, '#', the time limit, or a dropped connection alike. aiohttp cancels
+        # the handler when the peer drops the connection, so the save runs in its own task
+        # (shielded, tracked on the app so shutdown waits for it).
+        task = asyncio.create_task(_finish_logged(app, state), name="voice-stream-finish")
+        pending = app[FINISHERS]
+        pending.add(task)
+        task.add_done_callback(pending.discard)
+        with contextlib.suppress(asyncio.CancelledError):
+            await asyncio.shield(task)
         if not ws.closed:
             # Closing hands the call back to TwiML after <Connect> (the goodbye).
             with contextlib.suppress(Exception):
@@ -263,7 +275,16 @@ async def media_stream(request: web.Request) -> web.StreamResponse:
     return ws
 
 
+async def _wait_finishers(app: web.Application) -> None:
+    """On shutdown, let calls that just ended finish saving (the database is still open)."""
+    pending = list(app[FINISHERS])
+    if pending:
+        await asyncio.gather(*pending, return_exceptions=True)
+
+
 def setup_voice_stream(app: web.Application) -> None:
     """Add GET /webhooks/twilio/media (call from create_app after the channels are set)."""
+    app[FINISHERS] = set()
     app.router.add_get(MEDIA_PATH, media_stream)
+    app.on_shutdown.append(_wait_finishers)
 

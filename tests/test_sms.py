@@ -2,117 +2,36 @@
 
 from __future__ import annotations
 
-import json
-import unicodedata
 from pathlib import Path
 from typing import Any
-from urllib.parse import parse_qsl, urlencode
 
 import aiohttp
 import pytest
-from multidict import MultiDict
 
 from channels.base import (
     Attachment,
     Button,
-    InboundMessage,
-    MalformedError,
     OutboundMessage,
-    RawRequest,
     SendError,
-    SignatureError,
 )
 from channels.sms import SmsChannel, render_text, split_text, strip_diacritics
-from channels.twilio_common import sign
-from gateway.settings import Settings
 
 try:
-    from tests.fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio
+    from tests.fakes import twilio_api as tw
 except ImportError:  # tests/ is not a package: pytest puts it on sys.path instead
-    from fakes.twilio_api import ACCOUNT_SID, AUTH_TOKEN, FakeTwilio  # type: ignore[no-redef]
+    from fakes import twilio_api as tw  # type: ignore[no-redef]
+
+ACCOUNT_SID, AUTH_TOKEN, FakeTwilio = tw.ACCOUNT_SID, tw.AUTH_TOKEN, tw.FakeTwilio
+PUBLIC, NUMBER = tw.PUBLIC, tw.NUMBER
+make_settings, signed_request, run_channel = tw.make_settings, tw.signed_request, tw.run_channel
+check_messages = tw.check_messages
+
+
+def load(name: str) -> dict[str, Any]:
+    """One SMS fixture."""
+    return tw.load("sms", name)
 
 FIXTURES = Path(__file__).parent / "fixtures" / "sms"
-PUBLIC = "https://paht.example.gov.vn"  # what Twilio calls (and signs)
-INTERNAL = "http://127.0.0.1:8080"  # what the app sees behind the TLS proxy
-NUMBER = "+14155550100"
-
-
-def make_settings(**overrides: Any) -> Settings:
-    """Settings for the Twilio channels with a test auth token."""
-    values: dict[str, Any] = {
-        "twilio_account_sid": ACCOUNT_SID,
-        "twilio_auth_token": AUTH_TOKEN,
-        "twilio_number": NUMBER,
-        "public_base_url": PUBLIC,
-    }
-    values.update(overrides)
-    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
-
-
-def load(name: str, folder: Path = FIXTURES) -> dict[str, Any]:
-    """One fixture file."""
-    return json.loads((folder / name).read_text(encoding="utf-8"))
-
-
-def signed_request(fx: dict[str, Any], token: str = AUTH_TOKEN) -> tuple[RawRequest, str, bytes]:
-    """Build the form body from the fixture's params and sign it as the fixture says."""
-    params: dict[str, str] = fx["params"]
-    body = fx["raw_body"].encode() if "raw_body" in fx else urlencode(list(params.items())).encode()
-    query = fx.get("query", "")
-    suffix = fx["path"] + (f"?{query}" if query else "")
-    is_form = "raw_body" not in fx
-    signed_params = MultiDict(params) if is_form else MultiDict()
-    mode = fx["signature"]
-    headers = {"Content-Type": fx.get("content_type", "application/x-www-form-urlencoded")}
-    if mode == "valid":
-        headers["X-Twilio-Signature"] = sign(token, PUBLIC + suffix, signed_params)
-    elif mode == "forged":
-        headers["X-Twilio-Signature"] = sign("some-other-token", PUBLIC + suffix, signed_params)
-    elif mode == "internal_url":
-        headers["X-Twilio-Signature"] = sign(token, INTERNAL + suffix, signed_params)
-    elif mode == "tampered":
-        changed = MultiDict({**params, "Body": params.get("Body", "") + " (đã sửa)"})
-        headers["X-Twilio-Signature"] = sign(token, PUBLIC + suffix, changed)
-    elif mode.startswith("valid_for_query:"):
-        other = fx["path"] + "?" + mode.split(":", 1)[1]
-        headers["X-Twilio-Signature"] = sign(token, PUBLIC + other, signed_params)
-    else:
-        assert mode == "missing", mode
-    raw = RawRequest("POST", INTERNAL + suffix, headers, dict(parse_qsl(query)), body)
-    return raw, suffix, body
-
-
-def run_channel(channel: Any, raw: RawRequest) -> tuple[int, list[InboundMessage], Any]:
-    """verify → parse → ack, answering as gateway/routes.py does."""
-    try:
-        channel.verify(raw)
-    except SignatureError as exc:
-        return exc.status, [], None
-    try:
-        messages = channel.parse(raw)
-    except MalformedError:
-        return 400, [], None
-    return 200, messages, channel.ack(raw, messages)
-
-
-def check_messages(messages: list[InboundMessage], expected: list[dict[str, Any]],
-                   channel: str) -> None:
-    """Compare parsed messages with the fixture's expectation."""
-    assert len(messages) == len(expected)
-    for got, want in zip(messages, expected, strict=True):
-        assert got.channel == channel
-        assert got.external_id == want["external_id"]
-        assert got.sender == want["sender"]
-        assert got.text == want["text"]
-        assert unicodedata.is_normalized("NFC", got.text)
-        assert got.kind == want["kind"]
-        assert [{"kind": a.kind, "mime": a.mime, "url": a.url} for a in got.attachments] == [
-            {"kind": a["kind"], "mime": a["mime"], "url": a["url"]} for a in want["attachments"]
-        ]
-        assert got.received_at.tzinfo is not None
-        for key, value in want.get("raw", {}).items():
-            assert got.raw[key] == value
-        json.dumps(dict(got.raw))  # the audit copy is JSON-ready
 
 
 SMS_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.json"))

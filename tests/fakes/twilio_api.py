@@ -8,16 +8,28 @@
   to `/cdn/{ME}` like Twilio's redirect to its short-lived CDN link; the CDN serves without
   auth and refuses requests that carry our credentials (they must not leak past Twilio).
 - `GET /2010-04-01/Accounts/{AccountSid}/Recordings/{RE}.wav` (Basic auth) serves a recording.
+
+Also the webhook side of the tests: `signed_request` builds the form body from a fixture's
+params and signs it the way Twilio does (public URL + sorted params, HMAC-SHA1 of the token).
 """
 
 from __future__ import annotations
 
 import base64
+import json
+import unicodedata
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 from aiohttp import web
+from multidict import MultiDict
+
+from channels.base import InboundMessage, MalformedError, RawRequest, SignatureError
+from channels.twilio_common import sign
+from gateway.settings import Settings
 
 ACCOUNT_SID = "AC" + "0" * 31 + "1"
 AUTH_TOKEN = "test-auth-token-0123456789abcdef"
@@ -120,3 +132,89 @@ class FakeTwilio:
         if not data:
             return self._error(404, 20404, "The requested resource was not found")
         return web.Response(body=data, content_type=mime)
+
+
+# --- webhook side -------------------------------------------------------------------------
+
+FIXTURE_DIR = Path(__file__).resolve().parent.parent / "fixtures"
+PUBLIC = "https://paht.example.gov.vn"  # what Twilio calls (and signs)
+INTERNAL = "http://127.0.0.1:8080"  # what the app sees behind the TLS proxy
+NUMBER = "+14155550100"
+
+
+def make_settings(**overrides: Any) -> Settings:
+    """Settings for the Twilio channels with a test auth token."""
+    values: dict[str, Any] = {
+        "twilio_account_sid": ACCOUNT_SID,
+        "twilio_auth_token": AUTH_TOKEN,
+        "twilio_number": NUMBER,
+        "public_base_url": PUBLIC,
+    }
+    values.update(overrides)
+    return Settings(_env_file=None, **values)  # type: ignore[call-arg]
+
+
+def load(folder: str, name: str) -> dict[str, Any]:
+    """One fixture file of tests/fixtures/<folder>/."""
+    return json.loads((FIXTURE_DIR / folder / name).read_text(encoding="utf-8"))
+
+
+def signed_request(fx: dict[str, Any], token: str = AUTH_TOKEN) -> tuple[RawRequest, str, bytes]:
+    """Build the form body from the fixture's params and sign it as the fixture says."""
+    params: dict[str, str] = fx["params"]
+    body = fx["raw_body"].encode() if "raw_body" in fx else urlencode(list(params.items())).encode()
+    query = fx.get("query", "")
+    suffix = fx["path"] + (f"?{query}" if query else "")
+    is_form = "raw_body" not in fx
+    signed_params = MultiDict(params) if is_form else MultiDict()
+    mode = fx["signature"]
+    headers = {"Content-Type": fx.get("content_type", "application/x-www-form-urlencoded")}
+    if mode == "valid":
+        headers["X-Twilio-Signature"] = sign(token, PUBLIC + suffix, signed_params)
+    elif mode == "forged":
+        headers["X-Twilio-Signature"] = sign("some-other-token", PUBLIC + suffix, signed_params)
+    elif mode == "internal_url":
+        headers["X-Twilio-Signature"] = sign(token, INTERNAL + suffix, signed_params)
+    elif mode == "tampered":
+        changed = MultiDict({**params, "Body": params.get("Body", "") + " (đã sửa)"})
+        headers["X-Twilio-Signature"] = sign(token, PUBLIC + suffix, changed)
+    elif mode.startswith("valid_for_query:"):
+        other = fx["path"] + "?" + mode.split(":", 1)[1]
+        headers["X-Twilio-Signature"] = sign(token, PUBLIC + other, signed_params)
+    else:
+        assert mode == "missing", mode
+    raw = RawRequest("POST", INTERNAL + suffix, headers, dict(parse_qsl(query)), body)
+    return raw, suffix, body
+
+
+def run_channel(channel: Any, raw: RawRequest) -> tuple[int, list[InboundMessage], Any]:
+    """verify → parse → ack, answering as gateway/routes.py does."""
+    try:
+        channel.verify(raw)
+    except SignatureError as exc:
+        return exc.status, [], None
+    try:
+        messages = channel.parse(raw)
+    except MalformedError:
+        return 400, [], None
+    return 200, messages, channel.ack(raw, messages)
+
+
+def check_messages(messages: list[InboundMessage], expected: list[dict[str, Any]],
+                   channel: str) -> None:
+    """Compare parsed messages with the fixture's expectation."""
+    assert len(messages) == len(expected)
+    for got, want in zip(messages, expected, strict=True):
+        assert got.channel == channel
+        assert got.external_id == want["external_id"]
+        assert got.sender == want["sender"]
+        assert got.text == want["text"]
+        assert unicodedata.is_normalized("NFC", got.text)
+        assert got.kind == want["kind"]
+        assert [{"kind": a.kind, "mime": a.mime, "url": a.url} for a in got.attachments] == [
+            {"kind": a["kind"], "mime": a["mime"], "url": a["url"]} for a in want["attachments"]
+        ]
+        assert got.received_at.tzinfo is not None
+        for key, value in want.get("raw", {}).items():
+            assert got.raw[key] == value
+        json.dumps(dict(got.raw))  # the audit copy is JSON-ready
