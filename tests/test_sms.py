@@ -295,12 +295,11 @@ async def test_route_accepts_signed_sms_once(settings_factory: Any, gateway_clie
 
 async def _stored_ids(client: Any, channel: str) -> list[str]:
     """External ids stored for `channel`, read from the database."""
-    from sqlalchemy import text
+    from sqlmodel import select
 
     from gateway.keys import SESSIONS
+    from store.models import InboundEvent
 
-    sessions = client.app[SESSIONS]
-    async with sessions() as session:
-        rows = await session.execute(
-            text("SELECT external_id FROM inbound_event WHERE channel = :c"), {"c": channel})
-        return [r[0] for r in rows]
+    async with client.app[SESSIONS]() as session:
+        query = select(InboundEvent.external_id).where(InboundEvent.channel == channel)
+        return list((await session.exec(query)).all())

@@ -364,14 +364,15 @@ def _app_settings(settings_factory: Any, tmp_path: Path, **extra: Any) -> Any:
 
 
 async def _stored(client: Any) -> list[dict[str, Any]]:
-    from sqlalchemy import text
+    from sqlmodel import select
 
     from gateway.keys import SESSIONS
+    from store.models import InboundEvent
 
     async with client.app[SESSIONS]() as session:
-        rows = await session.execute(
-            text("SELECT external_id, sender FROM inbound_event WHERE channel = 'voice'"))
-        return [{"external_id": r[0], "sender": r[1]} for r in rows]
+        query = select(InboundEvent.external_id, InboundEvent.sender).where(
+            InboundEvent.channel == "voice")
+        return [{"external_id": r[0], "sender": r[1]} for r in (await session.exec(query)).all()]
 
 
 async def test_route_webhooks_through_app(settings_factory: Any, gateway_client: Any,
