@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import multiprocessing
 import os
+import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -23,6 +24,7 @@ from typing import Any, Protocol
 from nlp.audio import SAMPLE_RATE, MulawStream, decode_to_pcm16
 
 ENGINES = ("vosk", "whisper")
+WARM_TIMEOUT_S = 600.0  # how long warm() waits for every worker to finish loading
 FLOWS = ("stream", "recording")
 
 
@@ -115,10 +117,13 @@ def model_dirs(vosk: Path | None = None, whisper: Path | None = None) -> dict[st
 _WORKER: dict[str, Any] = {}
 _WORKER_ERRORS: dict[str, str] = {}
 _WORKER_LOAD_S: dict[str, float] = {}
+_WORKER_BARRIER: list[Any] = []
 
 
-def _init_worker(models: dict[str, str], threads: int) -> None:
+def _init_worker(models: dict[str, str], threads: int, barrier: Any = None) -> None:
     """Pool initializer: load every model once; a failure marks the engine unavailable."""
+    if barrier is not None:
+        _WORKER_BARRIER.append(barrier)
     for engine, path in models.items():
         started = time.perf_counter()
         try:
@@ -131,9 +136,13 @@ def _init_worker(models: dict[str, str], threads: int) -> None:
             _WORKER_LOAD_S[engine] = round(time.perf_counter() - started, 3)
 
 
-def _worker_status(hold_s: float) -> dict[str, Any]:
-    """Report what this worker loaded (holding briefly so each warm call hits a new worker)."""
-    time.sleep(hold_s)
+def _worker_status(timeout_s: float) -> dict[str, Any]:
+    """Report what this worker loaded, once every worker holds one status call (barrier)."""
+    if _WORKER_BARRIER:
+        try:
+            _WORKER_BARRIER[0].wait(timeout_s)
+        except threading.BrokenBarrierError:
+            _WORKER_BARRIER[0].reset()
     return {
         "pid": os.getpid(),
         "loaded": sorted(_WORKER),
@@ -169,11 +178,14 @@ class SpeechPool:
         self._executor: ProcessPoolExecutor | None = self._new_executor() if self.models else None
 
     def _new_executor(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("spawn")
+        # The barrier makes warm()'s status calls land on distinct workers.
+        barrier = context.Barrier(self.workers)
         return ProcessPoolExecutor(
             max_workers=self.workers,
-            mp_context=multiprocessing.get_context("spawn"),
+            mp_context=context,
             initializer=_init_worker,
-            initargs=({e: str(p) for e, p in self.models.items()}, self.threads),
+            initargs=({e: str(p) for e, p in self.models.items()}, self.threads, barrier),
         )
 
     async def warm(self) -> None:
@@ -182,7 +194,8 @@ class SpeechPool:
             return
         loop = asyncio.get_running_loop()
         calls = [
-            loop.run_in_executor(self._executor, _worker_status, 0.2) for _ in range(self.workers)
+            loop.run_in_executor(self._executor, _worker_status, WARM_TIMEOUT_S)
+            for _ in range(self.workers)
         ]
         self.status = list(await asyncio.gather(*calls))
 
