@@ -70,7 +70,7 @@ def whisper_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def vosk(audio_dir: Path) -> Transcriber:
+def vosk() -> Transcriber:
     """The Korean Vosk model loaded in the test process."""
     return load_transcriber("vosk", vosk_model_dir())
 
