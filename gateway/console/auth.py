@@ -192,13 +192,10 @@ def protected(role: str = "operator") -> Callable[[Handler], Handler]:
             if session is None or op is None:
                 raise _to_login(request)
             if ROLE_RANK.get(op.role, 0) < need:
-                from gateway.console.render import render
-
-                return with_headers(render(request, "error.html", status=403, op=op,
-                                           csrf=session.csrf,
-                                           message="Bạn không có quyền truy cập trang này."))
+                return _refuse(request, op, session, "Bạn không có quyền truy cập trang này.")
             if request.method == "POST" and not await csrf_ok(request, session.csrf):
-                raise web.HTTPForbidden(text="CSRF token missing or wrong")
+                return _refuse(request, op, session, "Biểu mẫu đã hết hạn hoặc không hợp lệ "
+                               "(thiếu mã chống giả mạo). Vui lòng tải lại trang rồi thử lại.")
             request[OPERATOR] = op
             request[CSRF] = session.csrf
             return with_headers(await handler(request))
@@ -208,6 +205,15 @@ def protected(role: str = "operator") -> Callable[[Handler], Handler]:
         return guarded
 
     return wrap
+
+
+def _refuse(request: web.Request, op: Operator, session: Session, message: str
+            ) -> web.StreamResponse:
+    """A 403 page in the console's layout."""
+    from gateway.console.render import render
+
+    return with_headers(render(request, "error.html", status=403, op=op, csrf=session.csrf,
+                               message=message))
 
 
 def with_headers(response: web.StreamResponse) -> web.StreamResponse:

@@ -7,7 +7,7 @@ import io
 
 from aiohttp import web
 
-from gateway.console.render import render, sector_name
+from gateway.console.render import channel_badge, render, sector_name
 from gateway.console.stats import compute, day_bars, sector_bars
 from gateway.keys import SERVICES
 from gateway.keywords import load_corrections, suggestions_snippet
@@ -32,8 +32,11 @@ async def dashboard(request: web.Request) -> web.StreamResponse:
         stats = await compute(db, services, days)
     names = {code: sector_name(services, code) for code in
              {*stats.per_sector, *stats.sectors}}
+    channel_names = {c: channel_badge(c)[1] for c in stats.channels}
     return render(request, "dashboard.html", stats=stats, days=days,
-                  day_chart=day_bars(stats), sector_chart=sector_bars(stats, names),
+                  day_chart=day_bars(stats, "channel", channel_names),
+                  day_sector_chart=day_bars(stats, "sector", names),
+                  sector_chart=sector_bars(stats, names),
                   names=names, sla=services.settings.console_sla_minutes)
 
 

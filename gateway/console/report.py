@@ -4,15 +4,16 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
+from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.console.auth import operator_of
+from gateway.console.auth import now, operator_of
 from gateway.console.duplicates import find_candidates
-from gateway.console.render import highlight, render
+from gateway.console.render import duration, highlight, render
 from gateway.keys import SERVICES
 from gateway.privacy import mask_phone, mask_urn, pseudonym
 from gateway.reports import report_text
@@ -154,6 +155,8 @@ async def report_page(request: web.Request, revealed: bool = False) -> web.Strea
         original = await db.get(Report, report.duplicate_of) if report.duplicate_of else None
     text = report_text(report)
     messages, loose = messages_of(report, events)
+    sla = timedelta(minutes=services.settings.console_sla_minutes)
+    deadline = (report.submitted_at or report.created_at) + sla
     clf = services.classifier
     return render(
         request, "report.html", report=report, messages=messages, loose_media=loose,
@@ -163,7 +166,8 @@ async def report_page(request: web.Request, revealed: bool = False) -> web.Strea
         agency=report.agency or agency_of(services, report.sector, text),
         sectors=dict(clf.sectors) if clf is not None else {},
         subscribers=[f.split(":", 1)[1] for f in report.flags if f.startswith("subscriber:")],
-        flash=FLASH.get(request.query.get("done", "")),
+        flash=FLASH.get(request.query.get("done", "")), deadline=deadline,
+        overdue=deadline < now(), remaining=duration(deadline - now()),
     )
 
 

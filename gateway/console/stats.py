@@ -43,7 +43,8 @@ class Stats:
 
     days: list[date]
     channels: list[str]
-    per_day: dict[date, Counter[str]]
+    per_day: dict[date, Counter[str]]  # channel counts per day
+    per_day_sector: dict[date, Counter[str]]
     per_sector: Counter[str]
     sectors: dict[str, SectorStats]
     median_confirm_min: float | None
@@ -88,6 +89,7 @@ async def compute(session: AsyncSession, services: Services, days: int = 14) -> 
             if a.before.get("sector") != a.after.get("sector"):
                 changed.add(rid)
     per_day: dict[date, Counter[str]] = defaultdict(Counter)
+    per_day_sector: dict[date, Counter[str]] = defaultdict(Counter)
     per_sector: Counter[str] = Counter()
     sectors: dict[str, SectorStats] = defaultdict(SectorStats)
     waits: list[float] = []
@@ -99,7 +101,9 @@ async def compute(session: AsyncSession, services: Services, days: int = 14) -> 
         sub = r.submitted_at
         assert sub is not None
         rid = r.id or 0
-        per_day[sub.astimezone(tz).date()][r.channel] += 1
+        day = sub.astimezone(tz).date()
+        per_day[day][r.channel] += 1
+        per_day_sector[day][r.sector or "?"] += 1
         per_sector[r.sector or "?"] += 1
         guess = predicted.get(rid, r.sector or "?")
         s = sectors[guess]
@@ -130,7 +134,8 @@ async def compute(session: AsyncSession, services: Services, days: int = 14) -> 
     channels = sorted({c for counter in per_day.values() for c in counter})
     return Stats(
         days=[first + timedelta(days=n) for n in range(days)], channels=channels,
-        per_day=per_day, per_sector=per_sector, sectors=dict(sectors),
+        per_day=per_day, per_day_sector=per_day_sector, per_sector=per_sector,
+        sectors=dict(sectors),
         median_confirm_min=statistics.median(waits) if waits else None,
         median_operator_confirm_min=statistics.median(operator_waits)
         if operator_waits else None,
@@ -141,21 +146,27 @@ async def compute(session: AsyncSession, services: Services, days: int = 14) -> 
 
 # Inline SVG charts, rendered on the server (no chart library, no CDN) ----------------------
 
-PALETTE = ("#1f6feb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d")
+PALETTE = ("#1f6feb", "#d97706", "#059669", "#db2777", "#7c3aed", "#0891b2", "#65a30d",
+           "#b91c1c", "#0f766e", "#a16207", "#4338ca", "#be185d", "#475569", "#15803d")
 
 
-def day_bars(stats: Stats, width: int = 720, height: int = 220) -> dict[str, Any]:
-    """Geometry of a stacked bar chart of reports per day per channel."""
+def day_bars(stats: Stats, by: str = "channel", names: dict[str, str] | None = None,
+             width: int = 720, height: int = 220) -> dict[str, Any]:
+    """Geometry of a stacked bar chart of reports per day, by channel or by sector."""
     pad_l, pad_b, pad_t = 32, 28, 10
+    per_day = stats.per_day if by == "channel" else stats.per_day_sector
+    keys = stats.channels if by == "channel" else sorted(
+        {k for counter in per_day.values() for k in counter})
+    names = names or {}
     n = len(stats.days) or 1
-    peak = max([sum(stats.per_day.get(d, Counter()).values()) for d in stats.days] + [1])
+    peak = max([sum(per_day.get(d, Counter()).values()) for d in stats.days] + [1])
     slot = (width - pad_l) / n
     scale = (height - pad_b - pad_t) / peak
     bars = []
     for i, d in enumerate(stats.days):
         y = height - pad_b
-        for j, channel in enumerate(stats.channels):
-            count = stats.per_day.get(d, Counter()).get(channel, 0)
+        for j, key in enumerate(keys):
+            count = per_day.get(d, Counter()).get(key, 0)
             if not count:
                 continue
             h = count * scale
@@ -163,11 +174,11 @@ def day_bars(stats: Stats, width: int = 720, height: int = 220) -> dict[str, Any
             bars.append({"x": round(pad_l + i * slot + 2, 1), "y": round(y, 1),
                          "w": round(max(slot - 4, 1), 1), "h": round(h, 1),
                          "color": PALETTE[j % len(PALETTE)],
-                         "title": f"{d:%d/%m} · {channel}: {count}"})
+                         "title": f"{d:%d/%m} · {names.get(key, key)}: {count}"})
     labels = [{"x": round(pad_l + i * slot + slot / 2, 1), "text": f"{d:%d/%m}"}
               for i, d in enumerate(stats.days) if n <= 16 or i % 2 == 0]
-    legend = [{"name": c, "color": PALETTE[j % len(PALETTE)]}
-              for j, c in enumerate(stats.channels)]
+    legend = [{"name": names.get(k, k), "color": PALETTE[j % len(PALETTE)]}
+              for j, k in enumerate(keys)]
     return {"width": width, "height": height, "bars": bars, "labels": labels, "peak": peak,
             "base": height - pad_b, "legend": legend, "pad_l": pad_l, "top": pad_t}
 

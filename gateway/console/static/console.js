@@ -34,8 +34,10 @@ function tick() {
     cell.textContent = left >= 0 ? "còn " + text : "quá hạn " + text;
     const row = cell.closest("tr");
     if (row) row.classList.toggle("overdue", left < 0);
+    else cell.classList.toggle("late", left < 0);
   }
 }
+tick();
 setInterval(tick, 30000);
 
 // Ask before irreversible actions (reject, merge).
