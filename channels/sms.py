@@ -18,7 +18,6 @@ import logging
 import unicodedata
 from typing import Any, ClassVar
 
-from twilio.base.exceptions import TwilioRestException
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.base import (
@@ -195,9 +194,7 @@ class SmsChannel(Channel):
                     to=to, body=body, status_callback=self.status_callback_url(),
                     **origin, **extra,
                 )
-            except TwilioRestException as exc:
-                raise send_error(exc) from exc
-            except Exception as exc:
+            except Exception as exc:  # TwilioRestException, network errors, timeouts
                 raise send_error(exc) from exc
             sids.append(str(created.sid))
             statuses.append(str(created.status))
