@@ -10,7 +10,8 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.reports import report_text
 from gateway.settings import Settings
-from store.db import create_engine, session_factory
+from store import migrate
+from store.db import create_engine, is_sqlite, session_factory
 from store.models import OperatorAction, Report
 
 
@@ -50,6 +51,8 @@ async def suggest_command(settings: Settings, min_count: int, out: TextIO) -> in
 
     classifier = Classifier.load(settings.config_dir, min_score=settings.review_min_score,
                                  min_margin=settings.review_min_margin)
+    if is_sqlite(settings.database_url):
+        migrate.upgrade(settings.database_url)  # a fresh local database has no tables yet
     engine = create_engine(settings.database_url)
     try:
         async with session_factory(engine)() as session:

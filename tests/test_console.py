@@ -7,6 +7,7 @@ import csv
 import io
 from typing import Any
 
+import pytest
 from console_support import (
     actions,
     add_operator,
@@ -288,3 +289,28 @@ async def test_a_race_lost_on_the_outbox_key_is_reported_as_stale(settings_facto
     assert resp.status == 303 and resp.headers["Location"].endswith("?done=stale")
     assert (await get_report(client.app, report.id)).status == "submitted"
     assert await actions(client.app, "confirm") == []
+
+
+def test_haversine_and_text_similarity() -> None:
+    from gateway.console.duplicates import haversine_m, text_similarity
+
+    # Two points 0.0005° of latitude apart are about 55.6 m apart.
+    assert haversine_m(16.4637, 107.5909, 16.4642, 107.5909) == pytest.approx(55.6, abs=0.5)
+    assert haversine_m(16.4637, 107.5909, 16.4637, 107.5909) == 0
+    assert text_similarity("Cống thoát nước bị nghẹt", "cong thoat nuoc bi nghet qua") >= 85
+    assert text_similarity("Đèn đường hỏng", "Rác thải bốc mùi") < 85
+    assert text_similarity("", "x") == 0
+
+
+async def test_old_or_closed_reports_are_not_duplicate_candidates(settings_factory,
+                                                                  gateway_client) -> None:
+    client, csrf = await console(settings_factory, gateway_client, duplicate_window_hours=72)
+    app = client.app
+    stale = await make_report(app, DRAIN, lat=16.4637, lon=107.5909, minutes_ago=73 * 60)
+    closed = await make_report(app, DRAIN, lat=16.4637, lon=107.5909, minutes_ago=60)
+    await post(client, f"/console/reports/{closed.id}/reject", csrf, kind="out_of_scope",
+               reason="Đã xử lý")
+    new = await make_report(app, DRAIN, lat=16.4638, lon=107.5909)
+    page = await (await client.get(f"/console/reports/{new.id}")).text()
+    assert f"Gộp vào {stale.code}" not in page and f"Gộp vào {closed.code}" not in page
+    assert "Không thấy phản ánh trùng" in page
