@@ -358,7 +358,9 @@ class Dialog:
         words = folded.split()
         if len(words) <= 4 and self.s.classifier is not None:
             result = self.s.classifier.classify(folded)
-            return result.sector == "khac" and not result.matches
+            # Greetings and thanks match only `khac` phrases; any real sector phrase means
+            # the citizen is reporting something, however short.
+            return result.sector == "khac" and all(m.sector == "khac" for m in result.matches)
         return False
 
     def _abusive(self, folded: str) -> bool:

@@ -16,6 +16,7 @@ import mimetypes
 import os
 import socket
 import time
+from dataclasses import replace
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -79,8 +80,10 @@ async def transcribe(
     if not audio:
         silent = msg.channel == "voice" and bool(msg.raw.get("silent"))
         return (None, None, ["silent"] if silent else [])
-    if msg.channel == "voice" and msg.text:
-        return (None, None, [])  # the media stream already produced the transcript
+    if msg.channel == "voice" and msg.raw.get("transcribed"):
+        # A live media stream was transcribed while the caller spoke.
+        silent = not msg.text or bool(msg.raw.get("silent"))
+        return (msg.text, msg.raw.get("confidence"), ["silent"] if silent else [])
     speech = services.speech
     engine = "recording"
     if speech is None or not speech.available_for(engine):
@@ -110,6 +113,8 @@ async def process_event(services: Services, dialog: Dialog, event: InboundEvent)
     msg = message_from_dict(event.message)
     media = await fetch_media(services, msg) if msg.attachments else []
     transcript, confidence, flags = await transcribe(services, msg, media)
+    if msg.channel == "voice":
+        msg = replace(msg, text="")  # what a caller said is a transcript, not typed text
     async with services.sessions() as session:
         citizen = await repo.resolve_citizen(
             session, msg.sender, msg.channel, display_name=msg.sender_name,
