@@ -184,11 +184,8 @@ async def reject(request: web.Request) -> web.StreamResponse:
 
 
 def _merged_text(services: Services, report: Report, original: Report) -> str:
-    """The citizen's notice: texts.notify.merged when the province defines it."""
-    if "merged" in services.texts.data.get("notify", {}):
-        return services.texts.get("notify.merged", code=report.code, original=original.code)
-    note = f"trùng với phản ánh {original.code} đã được tiếp nhận trước đó"
-    return services.texts.get("notify.rejected", code=report.code, note=note)
+    """The citizen's notice that their report joined an earlier one."""
+    return services.texts.get("notify.merged", code=report.code, original=original.code)
 
 
 async def merge(request: web.Request) -> web.StreamResponse:
