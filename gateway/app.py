@@ -147,8 +147,16 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     forwarder = make_forwarder(services)
     scheduler = build_scheduler(services, forwarder)
     scheduler.start(paused=True)  # runs only while this process leads (PostgreSQL lock)
-    leader = Leader(settings.database_url,
-                    on_change=lambda leading: scheduler.resume() if leading else scheduler.pause())
+
+    def lead(leading: bool) -> None:
+        if not scheduler.running:
+            return
+        if leading:
+            scheduler.resume()
+        else:
+            scheduler.pause()
+
+    leader = Leader(settings.database_url, on_change=lead)
     tasks = [
         asyncio.create_task(Worker(services).run(stop), name="worker"),
         asyncio.create_task(OutboxSender(services).run(stop), name="outbox"),

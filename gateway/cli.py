@@ -75,7 +75,7 @@ def _models_download(args: argparse.Namespace) -> int:
     from nlp.speech_cli import models_download_command
 
     dest = Path(args.dest) if args.dest else Settings().var_dir / "models"
-    return models_download_command(args.name, dest)
+    return models_download_command(args.name, dest, sha256=args.sha256)
 
 
 def _db_upgrade(args: argparse.Namespace) -> int:
@@ -145,7 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     msub = p.add_subparsers(dest="models_command", required=True)
     d = msub.add_parser("download", help="download an official model (e.g. vi)")
     d.add_argument("name")
-    d.add_argument("--dest")
+    d.add_argument("--dest", help="directory for models (default: var/models)")
+    d.add_argument("--sha256", help="expected SHA-256 of the zip (verified when given)")
     d.set_defaults(func=_models_download)
 
     p = sub.add_parser("db", help="database")

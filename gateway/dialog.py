@@ -61,7 +61,7 @@ class Dialog:
     async def handle(
         self, session: AsyncSession, msg: InboundMessage, citizen: Citizen,
         extra_attachments: list[dict] | None = None, transcript: str | None = None,
-        transcript_confidence: float | None = None,
+        transcript_confidence: float | None = None, flags: list[str] | None = None,
     ) -> Outcome:
         """Decide what `msg` means and update the draft; returns the replies to send."""
         conv = await self._conversation(session, msg, citizen)
@@ -87,6 +87,8 @@ class Dialog:
         if draft is None:
             draft = await self._new_draft(session, msg, citizen, conv)
         self._absorb(draft, msg, extra_attachments or [], transcript, transcript_confidence)
+        if flags:
+            draft.flags = sorted({*draft.flags, *flags})
         if self._abusive(folded) and "abusive" not in draft.flags:
             draft.flags = [*draft.flags, "abusive"]
             citizen.abuse_flags += 1

@@ -46,7 +46,10 @@ class Leader:
         if leading != self.leading:
             self.leading = leading
             log.info("scheduler leadership " + ("gained" if leading else "lost"))
-            self.on_change(leading)
+            try:
+                self.on_change(leading)
+            except Exception:  # e.g. pausing a scheduler already shut down at exit
+                log.exception("leadership callback failed")
 
     async def try_acquire(self) -> bool:
         """One attempt (or one health check while leading); returns whether we lead."""
@@ -66,6 +69,8 @@ class Leader:
             got = (await self._conn.execute(
                 sa.text("SELECT pg_try_advisory_lock(:k)"), {"k": self.key})).scalar()
             self._set(bool(got))
+            if not got:
+                log.debug("another process leads the scheduler")
         except Exception as exc:
             log.warning("leadership check failed", extra={"why": type(exc).__name__})
             await self._drop()

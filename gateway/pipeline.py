@@ -123,12 +123,9 @@ async def process_event(services: Services, dialog: Dialog, event: InboundEvent)
         await release_held(services, session, msg.sender)
         outcome = await dialog.handle(
             session, msg, citizen, extra_attachments=media, transcript=transcript,
-            transcript_confidence=confidence,
+            transcript_confidence=confidence, flags=flags,
         )
         report = outcome.report
-        if report is not None and flags:
-            report.flags = sorted({*report.flags, *flags})
-            session.add(report)
         for n, reply in enumerate(outcome.replies):
             await reports.queue_message(
                 session, services, channel=msg.channel, recipient=msg.sender, text=reply.text,

@@ -6,6 +6,7 @@ the gateway still runs: audio is kept and the report is flagged `transcript_pend
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from pathlib import Path
 from typing import Any
@@ -58,24 +59,26 @@ class Speech:
         self.pool.close()
 
 
-def _is_dir(path: Path) -> bool:
-    return path.is_dir()
-
-
 async def start_speech(settings: Settings) -> Speech | None:
-    """Build and warm the speech pool; None when nlp.stt is unavailable."""
+    """Build and warm the speech pool (and the live-call model); None without nlp.stt."""
     try:
-        from nlp.stt import SpeechPool, parse_engine_spec
+        from nlp.stt import SpeechPool, load_transcriber, model_dirs, parse_engine_spec
     except ImportError:
         log.warning("speech-to-text not installed")
         return None
     flows = parse_engine_spec(settings.stt_engine)
-    dirs = {"vosk": settings.vosk_model, "whisper": settings.whisper_model}
-    models = {e: Path(d) for e, d in dirs.items() if d is not None and _is_dir(Path(d))}
+    models = await asyncio.to_thread(model_dirs, settings.vosk_model, settings.whisper_model)
     for engine in set(flows.values()) - set(models):
         log.warning("no model for speech engine; audio is kept for later",
                     extra={"engine": engine})
     pool = SpeechPool(models, workers=settings.stt_workers)
     if models:
         await pool.warm()
-    return Speech(settings, pool, flows, models)
+    speech = Speech(settings, pool, flows, models)
+    stream_engine = flows.get("stream")
+    if settings.voice_mode == "stream" and stream_engine in models:
+        # Live calls keep per-call recogniser state in this process: load the model once
+        # here, off the event loop, rather than on the first call.
+        speech._stream_transcriber = await asyncio.to_thread(
+            load_transcriber, stream_engine, models[stream_engine])
+    return speech
