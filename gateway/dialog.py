@@ -86,10 +86,12 @@ class Dialog:
             return Outcome([Reply(self.t.get(key))], ignored=True)
         if draft is None:
             draft = await self._new_draft(session, msg, citizen, conv)
+        had_place = self._has_place(draft)
         self._absorb(draft, msg, extra_attachments or [], transcript, transcript_confidence)
         if flags:
             draft.flags = sorted({*draft.flags, *flags})
-        if self._abusive(folded) and "abusive" not in draft.flags:
+        abusive = self._abusive(folded)
+        if abusive and "abusive" not in draft.flags:
             draft.flags = [*draft.flags, "abusive"]
             citizen.abuse_flags += 1
             session.add(citizen)
@@ -98,18 +100,19 @@ class Dialog:
         session.add(draft)
         session.add(conv)
         await session.flush()
-        return await self._next_step(session, msg, conv, draft)
+        prefix = [Reply(self.t.get("dialog.abuse_warning"))] if abusive else []
+        return await self._next_step(session, msg, conv, draft, prefix, had_place)
 
     # -- steps ---------------------------------------------------------------------------
 
     async def _next_step(
-        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, draft: Report
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, draft: Report,
+        prefix: list[Reply], had_place: bool,
     ) -> Outcome:
-        abusive = "abusive" in draft.flags
-        prefix = [Reply(self.t.get("dialog.abuse_warning"))] if abusive else []
         if msg.channel == "voice":
             return await self._submit(session, conv, draft, prefix)
-        if not self._has_place(draft) and "place" not in conv.asked:
+        has_place = self._has_place(draft)
+        if not has_place and "place" not in conv.asked:
             conv.asked = [*conv.asked, "place"]
             conv.state = "collecting"
             session.add(conv)
@@ -119,9 +122,14 @@ class Dialog:
             # SMS: every message costs the citizen money — submit as soon as we have a place
             # or after one question.
             return await self._submit(session, conv, draft, prefix)
-        if conv.state == "confirming":
+        place_arrived = has_place and not had_place
+        if conv.state == "confirming" and not place_arrived:
             return Outcome([*prefix, Reply(self.t.get("dialog.added"), self._confirm_buttons())],
                            draft)
+        if not has_place and not msg.text.strip():
+            # A photo while we wait for the place: acknowledge it, the question stands.
+            return Outcome([*prefix, Reply(self.t.get("dialog.added"))], draft)
+        # The place arrived, or the citizen answered in words we could not place: summarise.
         conv.state = "confirming"
         session.add(conv)
         return Outcome([*prefix, Reply(self._summary(draft), self._confirm_buttons())], draft)
