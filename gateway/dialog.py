@@ -27,6 +27,7 @@ log = logging.getLogger("paht.dialog")
 CODE_RE = re.compile(r"\b([A-Za-z]{2,4}-\d{4}-\d{6})\b")
 # Channels where a citizen chats and can press "confirm"; the others submit without a summary.
 CHAT_CHANNELS = {"web", "telegram", "facebook", "zalo"}
+SMS_CHANNELS = {"sms", "voice"}  # answers go out as SMS
 CONFIRM, CANCEL = "confirm", "cancel"
 Handler = Callable[[AsyncSession, InboundMessage, "Conversation", str], Awaitable["Outcome"]]
 
@@ -116,8 +117,10 @@ class Dialog:
             conv.asked = [*conv.asked, "place"]
             conv.state = "collecting"
             session.add(conv)
-            buttons = (Button(self.t.get("dialog.ask_place_button"), "location", "location"),)
-            return Outcome([*prefix, Reply(self.t.get("dialog.ask_place"), buttons)], draft)
+            buttons = () if msg.channel in SMS_CHANNELS else (
+                Button(self.t.get("dialog.ask_place_button"), "location", "location"),)
+            text = self._text(msg.channel, "ask_place")
+            return Outcome([*prefix, Reply(text, buttons)], draft)
         if msg.channel not in CHAT_CHANNELS:
             # SMS: every message costs the citizen money — submit as soon as we have a place
             # or after one question.
@@ -149,12 +152,17 @@ class Dialog:
         """The confirmation a citizen gets with the tracking code."""
         if report.channel == "voice":
             if "silent" in report.flags:
-                return self.t.get("dialog.voice_silent")
-            key = "dialog.voice_pending" if "transcript_pending" in report.flags else (
-                "dialog.voice_received")
-            return self.t.get(key, code=report.code)
-        key = "dialog.submitted_urgent" if report.urgent else "dialog.submitted"
-        return self.t.get(key, code=report.code)
+                return self._text("voice", "voice_silent")
+            key = "voice_pending" if "transcript_pending" in report.flags else "voice_received"
+            return self._text("voice", key, code=report.code)
+        key = "submitted_urgent" if report.urgent else "submitted"
+        return self._text(report.channel, key, code=report.code)
+
+    def _text(self, channel: str, name: str, **values: object) -> str:
+        """A dialog text, in its short SMS form when the answer goes by SMS."""
+        if channel in SMS_CHANNELS and name in self.t.data.get("sms", {}):
+            return self.t.get(f"sms.{name}", **values)
+        return self.t.get(f"dialog.{name}", **values)
 
     async def close_expired(self, session: AsyncSession, conv: Conversation) -> Outcome:
         """Submit the draft of a conversation whose window has closed."""

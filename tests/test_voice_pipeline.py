@@ -93,4 +93,5 @@ async def test_recorded_call_becomes_a_transcribed_report(
     assert len(reports) == 2
     quiet = reports[1]
     assert "silent" in quiet.flags and quiet.code  # recorded as such, not dropped
-    assert "chưa nghe được" in fake.sends[-1]["Body"]
+    assert "Chưa nghe được" in fake.sends[-1]["Body"]
+    assert len(fake.sends[-1]["Body"]) <= 70  # one UCS-2 SMS segment
