@@ -17,7 +17,7 @@ from sqlmodel import select
 from gateway.forwarding import Forwarder, queue_new_ratings
 from gateway.privacy import pseudonym
 from store.central_models import CentralRating, CentralReport
-from store.db import create_engine, session_factory
+from store.db import create_engine, session_factory, sync_url
 from store.forward import dead_letters, requeue_dead
 from store.models import Outbox, Report, ReportHistory
 
@@ -314,3 +314,38 @@ async def test_two_processes_never_deliver_a_row_twice(make: Any, pg_url: str, c
     assert sorted(central.keys()) == sorted(f"PA-2611-{n:06d}" for n in range(1, 41))
     assert {r.status for r in await rows(services, Report)} == {"forwarded"}
     assert len([o for o in await rows(services, Outbox) if o.kind == "notify"]) == 40
+
+
+# --- the migration ------------------------------------------------------------------------------
+
+def test_migration_0002_up_and_down(tmp_path: Any, pg_url: str) -> None:
+    """0002 applies and reverts on SQLite and on a fresh PostgreSQL database."""
+    import uuid
+
+    import psycopg
+    from sqlalchemy.engine import make_url
+
+    from store import migrate
+
+    u = make_url(pg_url)
+    name = f"paht_mig_{uuid.uuid4().hex[:8]}"
+    conninfo = {"host": u.host, "port": u.port or 5432, "user": u.username,
+                "dbname": u.database, "autocommit": True}
+    with psycopg.connect(**conninfo) as admin:
+        admin.execute(f'CREATE DATABASE "{name}"')
+    urls = [f"sqlite:///{tmp_path / 'm.db'}", u.set(database=name).render_as_string(False)]
+    try:
+        for url in urls:
+            migrate.upgrade(url)
+            engine = sa.create_engine(sync_url(url))
+            with engine.connect() as conn:
+                tables = set(sa.inspect(conn).get_table_names())
+            assert {"central_report", "central_rating", "central_status_event"} <= tables
+            migrate.downgrade(url, "0001")
+            with engine.connect() as conn:
+                assert "central_report" not in sa.inspect(conn).get_table_names()
+            migrate.upgrade(url)
+            engine.dispose()
+    finally:
+        with psycopg.connect(**conninfo) as admin:
+            admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')

@@ -233,3 +233,22 @@ async def test_scheduler_jobs(settings_factory: Any) -> None:
     assert make_forwarder(broken) is None  # logged; the gateway still starts
     await services.engine.dispose()
     await broken.engine.dispose()
+
+
+async def test_two_gateways_on_one_postgres_one_scheduler(
+        settings_factory: Any, gateway_client: Any, pg_url: str,
+        caplog: pytest.LogCaptureFixture) -> None:
+    """Two apps with background work on one database: exactly one runs the scheduler."""
+    caplog.set_level("DEBUG", logger="paht.leader")
+
+    def said(text: str) -> int:
+        return sum(text in r.getMessage() for r in caplog.records)
+
+    for _ in range(2):
+        await gateway_client(settings_factory(database_url=pg_url, run_workers=True))
+    for _ in range(1000):  # until both contenders have had their first try
+        if said("leadership gained") and said("another process leads"):
+            break
+        await asyncio.sleep(0.02)
+    assert said("another process leads") >= 1
+    assert said("leadership gained") == 1
