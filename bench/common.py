@@ -74,6 +74,13 @@ def server_env(database_url: str, var_dir: Path, *, workers: bool, **extra: str)
     }
 
 
+def channel_settings() -> dict[str, str]:
+    """The same channel secrets as Settings keyword arguments (for in-process tests)."""
+    env = server_env("sqlite://", Path("."), workers=False)
+    skip = {"PAHT_DATABASE_URL", "PAHT_VAR_DIR", "PAHT_RUN_WORKERS", "PAHT_LOG_LEVEL"}
+    return {k[5:].lower(): v for k, v in env.items() if k.startswith("PAHT_") and k not in skip}
+
+
 def _fixture(channel: str, name: str) -> dict[str, Any]:
     return json.loads((FIXTURES / channel / name).read_text(encoding="utf-8"))
 

@@ -2,7 +2,9 @@
 
 Nothing slow happens before the acknowledgement: Zalo wants 200 within 2 s and Telegram
 resends after 60 s. If the database cannot take the message we answer 503 so the provider
-retries — never 2xx for a message we did not save.
+retries — never 2xx for a message we did not save. Hostile input stops as early as possible:
+per-IP rate limit before the body is read (429), size bound (413), JSON nested deeper than
+MAX_JSON_DEPTH before any parser sees it (400), per-sender rate limit after parse (429).
 """
 
 from __future__ import annotations
@@ -15,10 +17,12 @@ from aiohttp import web
 from channels.base import MalformedError, RawRequest, SignatureError
 from channels.registry import WEBHOOK_PATHS
 from gateway.keys import CHANNELS, DISABLED, ENGINE, INGESTOR, METRICS, SESSIONS, SETTINGS, SPEECH
+from gateway.ratelimit import RateLimits, client_ip, json_too_deep
 from store import repo
 from store.db import ping
 
 log = logging.getLogger("paht.routes")
+LIMITS = web.AppKey("rate_limits", RateLimits)
 
 
 async def read_raw(request: web.Request, limit: int) -> RawRequest:
@@ -57,12 +61,24 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     if channel is None:
         metrics.inc("paht_messages_rejected_total", channel=name, reason="disabled")
         raise web.HTTPNotFound(text=f"channel {name} is not configured")
+    limits = app[LIMITS]
+    ip = client_ip(request.remote, request.headers.get("X-Forwarded-For"),
+                   limits.trusted_proxies)
+    outcome, retry_after = limits.check_ip(ip)
+    if outcome == "allowlisted":
+        metrics.inc("paht_ratelimit_allowlisted_total", channel=name)
+    elif outcome == "limited":
+        metrics.inc("paht_messages_rejected_total", channel=name, reason="rate_limit_ip")
+        return _too_many(retry_after)
     limit = min(app[SETTINGS].max_body_bytes, channel.max_body_bytes)
     try:
         raw = await read_raw(request, limit)
     except web.HTTPRequestEntityTooLarge:
         metrics.inc("paht_messages_rejected_total", channel=name, reason="too_large")
         raise
+    if json_too_deep(raw.body):
+        metrics.inc("paht_messages_rejected_total", channel=name, reason="too_deep")
+        return web.Response(status=400, text="malformed body")
     try:
         channel.verify(raw)
     except SignatureError as exc:
@@ -75,6 +91,11 @@ async def webhook(request: web.Request) -> web.StreamResponse:
         metrics.inc("paht_messages_rejected_total", channel=name, reason="malformed")
         log.warning("malformed body", extra={"channel": name, "why": str(exc)})
         return web.Response(status=400, text="malformed body")
+    allowed, retry_after = limits.check_senders([m.sender for m in messages])
+    if not allowed:
+        # Not saved and not acknowledged: the provider delivers it again later.
+        metrics.inc("paht_messages_rejected_total", channel=name, reason="rate_limit_sender")
+        return _too_many(retry_after)
     try:
         await app[INGESTOR].accept(messages)
     except Exception:
@@ -85,6 +106,11 @@ async def webhook(request: web.Request) -> web.StreamResponse:
                             headers={"Retry-After": "5"})
     ack = channel.ack(raw, messages)
     return web.Response(status=ack.status, body=ack.body, content_type=ack.content_type)
+
+
+def _too_many(retry_after: int) -> web.Response:
+    return web.Response(status=429, text="too many requests",
+                        headers={"Retry-After": str(retry_after)})
 
 
 async def webhook_get(request: web.Request) -> web.StreamResponse:
@@ -143,7 +169,8 @@ def json_error(status: int, message: str) -> web.Response:
 
 
 def setup_routes(app: web.Application) -> None:
-    """Register webhook and ops routes."""
+    """Register webhook and ops routes (and the rate limits they share)."""
+    app[LIMITS] = RateLimits.from_settings(app[SETTINGS])
     for path in WEBHOOK_PATHS:
         app.router.add_post(path, webhook)
     app.router.add_get("/webhooks/facebook", webhook_get)

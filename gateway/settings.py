@@ -73,6 +73,11 @@ class Settings(BaseSettings):
     # Rate limits (requests per minute; 0 disables)
     rate_limit_per_ip: int = 0
     rate_limit_per_sender: int = 0
+    # Comma-separated IPs/CIDRs not limited per IP (providers' egress ranges: they carry every
+    # citizen's traffic); still counted in paht_ratelimit_allowlisted_total.
+    rate_limit_ip_allowlist: str = ""
+    # Comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For names the client.
+    rate_limit_trusted_proxies: str = ""
 
     # Web chat demo channel
     web_enabled: bool = True
