@@ -56,10 +56,10 @@ async def tell(
     session: AsyncSession, services: Services, report: Report, key: str, note: str | None = None,
 ) -> int:
     """Queue the `notify.<key>` text to the reporter and every subscriber; returns how many."""
-    text = services.texts.get(
-        f"notify.{key}", code=report.code, agency=report.agency or DEFAULT_AGENCY,
-        note=note or services.texts.get(f"status.{key}", agency=report.agency or DEFAULT_AGENCY),
-    )
+    text = services.texts.get(f"notify.{key}", code=report.code,
+                              agency=report.agency or DEFAULT_AGENCY, note=note or "")
+    if not note and text.rstrip().endswith(":"):
+        text = text.rstrip().rstrip(":").rstrip() + "."  # "…đã được xử lý: " → "…đã được xử lý."
     targets = [(report.channel, report.sender)]
     for citizen_id in subscriber_ids(report):
         ident = await latest_identity(session, citizen_id)

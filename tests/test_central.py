@@ -285,3 +285,11 @@ async def test_window_closed_goes_by_sms_or_waits(settings_factory: Any,
         (row,) = await all_rows(services, Outbox)
         assert row.status == "sent" and len(facebook.tries) == 2
     await services.engine.dispose()
+
+
+async def test_resolution_without_a_note(client: Any) -> None:
+    services = client.app[SERVICES]
+    await seed_report(services, 1, status="in_progress", confirm=False)
+    assert (await post(client, event("resolved", "ev-5"))).status == 200
+    texts = [t for _, t in await notify_texts(services)]
+    assert texts[0] == "Phản ánh PA-2611-000001 đã được xử lý."
