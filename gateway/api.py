@@ -6,6 +6,7 @@ to share their identity; phone numbers are never returned otherwise.
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from datetime import datetime
 from typing import Any
@@ -48,6 +49,16 @@ def _bad(message: str) -> web.HTTPBadRequest:
     return web.HTTPBadRequest(text=f'{{"error": "{message}"}}', content_type="application/json")
 
 
+def _paging(query: Any) -> tuple[int, int]:
+    """`limit` (1..200, default 50) and `offset` from the query string."""
+    try:
+        limit = min(MAX_LIMIT, max(1, int(query.get("limit", "50"))))
+        offset = max(0, int(query.get("offset", "0")))
+    except ValueError as exc:
+        raise _bad("limit/offset must be integers") from exc
+    return limit, offset
+
+
 def citizen_view(services: Services, citizen: Citizen | None) -> dict[str, Any]:
     """Who reported: a pseudonym, plus name and phone only with the citizen's consent."""
     if citizen is None:
@@ -85,13 +96,12 @@ async def list_reports(request: web.Request) -> web.Response:
     _authorized(request)
     services = request.app[SERVICES]
     q = request.query
+    limit, offset = _paging(q)
     try:
-        limit = min(MAX_LIMIT, max(1, int(q.get("limit", "50"))))
-        offset = max(0, int(q.get("offset", "0")))
         since = parse_w3c(q["since"]) if q.get("since") else None
         until = parse_w3c(q["until"]) if q.get("until") else None
     except ValueError as exc:
-        raise _bad("limit/offset must be integers, since/until W3C datetimes") from exc
+        raise _bad("since/until must be W3C datetimes") from exc
     stmt = select(Report).where(col(Report.code).is_not(None))
     for field in ("status", "sector", "channel"):
         if q.get(field):
@@ -177,8 +187,6 @@ def message_view(services: Services, e: InboundEvent, code: str | None) -> dict[
 
 def hash_sender(urn: str) -> int:
     """A stable integer for pseudonymising a URN."""
-    import hashlib
-
     return int.from_bytes(hashlib.sha256(urn.encode()).digest()[:6], "big")
 
 
@@ -187,11 +195,7 @@ async def list_messages(request: web.Request) -> web.Response:
     _authorized(request)
     services = request.app[SERVICES]
     q = request.query
-    try:
-        limit = min(MAX_LIMIT, max(1, int(q.get("limit", "50"))))
-        offset = max(0, int(q.get("offset", "0")))
-    except ValueError as exc:
-        raise _bad("limit/offset must be integers") from exc
+    limit, offset = _paging(q)
     stmt = select(InboundEvent, Report.code).join(
         Report, col(Report.id) == col(InboundEvent.report_id), isouter=True)
     if q.get("channel"):
