@@ -17,6 +17,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import Button
+from channels.registry import CHANNELS as MESSAGING
 from gateway import reports
 from gateway.services import Services
 from store.models import Conversation, Identity, Report, utcnow
@@ -41,10 +42,10 @@ def subscriber_ids(report: Report) -> list[int]:
 
 
 async def latest_identity(session: AsyncSession, citizen_id: int) -> Identity | None:
-    """The identity a citizen used most recently (never-used ones last)."""
+    """The chat identity a citizen used most recently (never-used ones last)."""
     stmt = (
         select(Identity)
-        .where(Identity.citizen_id == citizen_id)
+        .where(Identity.citizen_id == citizen_id, col(Identity.channel).in_(list(MESSAGING)))
         .order_by(sa.case((col(Identity.last_inbound_at).is_(None), 1), else_=0),
                   col(Identity.last_inbound_at).desc(), col(Identity.id).desc())
         .limit(1)
@@ -60,8 +61,13 @@ async def tell(
                               agency=report.agency or DEFAULT_AGENCY, note=note or "")
     if not note and text.rstrip().endswith(":"):
         text = text.rstrip().rstrip(":").rstrip() + "."  # "…đã được xử lý: " → "…đã được xử lý."
-    targets = [(report.channel, report.sender)]
-    for citizen_id in subscriber_ids(report):
+    targets: list[tuple[str, str]] = []
+    if report.channel in MESSAGING:
+        targets.append((report.channel, report.sender))
+    # A report filed through Open311 or the API has no chat to answer in: use the citizen's
+    # latest channel, if they ever wrote to us on one.
+    ids = subscriber_ids(report) if targets else [report.citizen_id, *subscriber_ids(report)]
+    for citizen_id in ids:
         ident = await latest_identity(session, citizen_id)
         if ident is not None:
             targets.append((ident.channel, ident.urn))
@@ -122,6 +128,8 @@ async def ask_rating(session: AsyncSession, services: Services, report: Report) 
     A citizen who is composing a new report keeps their draft: no question then (the answer
     would land in the draft), and the report simply stays unrated.
     """
+    if report.channel not in MESSAGING:
+        return False  # filed through Open311 or the API: no conversation to rate in
     conv = (await session.exec(
         select(Conversation).where(Conversation.sender == report.sender))).first()
     if conv is None:

@@ -293,3 +293,17 @@ async def test_resolution_without_a_note(client: Any) -> None:
     assert (await post(client, event("resolved", "ev-5"))).status == 200
     texts = [t for _, t in await notify_texts(services)]
     assert texts[0] == "Phản ánh PA-2611-000001 đã được xử lý."
+
+
+async def test_open311_filed_report_is_told_on_the_citizens_chat(client: Any) -> None:
+    services = client.app[SERVICES]
+    report = await seed_report(services, 1, channel="open311", sender="open311:dev-1",
+                               status="forwarded", confirm=False)
+    async with services.sessions() as session:
+        session.add(Identity(urn="zalo:4242", channel="zalo", citizen_id=report.citizen_id,
+                             last_inbound_at=utcnow()))
+        await session.commit()
+    assert (await post(client, event("resolved", "ev-7", note="Xong."))).status == 200
+    assert await notify_texts(services) == [
+        ("zalo:4242", "Phản ánh PA-2611-000001 đã được xử lý: Xong.")]
+    assert await all_rows(services, Conversation) == []  # no rating question there
