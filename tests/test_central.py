@@ -307,3 +307,26 @@ async def test_open311_filed_report_is_told_on_the_citizens_chat(client: Any) ->
     assert await notify_texts(services) == [
         ("zalo:4242", "Phản ánh PA-2611-000001 đã được xử lý: Xong.")]
     assert await all_rows(services, Conversation) == []  # no rating question there
+
+
+async def test_event_dedup_on_both_databases(settings_factory: Any, db_url: str) -> None:
+    from gateway.central import apply_event
+
+    try:
+        from tests.fakes.central import clean_central_tables
+    except ImportError:
+        from fakes.central import clean_central_tables  # type: ignore[no-redef]
+    clean_central_tables(db_url)
+    services = make_services(settings_factory(database_url=db_url))
+    try:
+        await seed_report(services, 1, status="forwarded", confirm=False)
+        first = event("in_progress", "ev-42")
+        assert await apply_event(services, first, "callback") == "applied"
+        assert await apply_event(services, first, "callback") == "duplicate"
+        assert await apply_event(services, event("in_progress", "ev-43"), "poll") == "stale"
+        assert await apply_event(services, {**first, "code": "PA-2611-000404",
+                                            "event_id": "ev-44"}, "callback") == "unknown"
+        events = await all_rows(services, CentralStatusEvent)
+        assert sorted(e.event_id for e in events) == ["ev-42", "ev-43"]
+    finally:
+        await services.engine.dispose()
