@@ -85,11 +85,22 @@ async def webhook(request: web.Request) -> web.StreamResponse:
         metrics.inc("paht_messages_rejected_total", channel=name, reason="signature")
         log.warning("signature rejected", extra={"channel": name, "why": str(exc)})
         return web.Response(status=exc.status, text="invalid signature")
+    except Exception:
+        # A channel bug on hostile input: what we cannot check is not authentic (no 500).
+        metrics.inc("paht_messages_rejected_total", channel=name, reason="verify_error")
+        log.exception("signature check crashed", extra={"channel": name})
+        return web.Response(status=403, text="invalid signature")
     try:
         messages = channel.parse(raw)
     except MalformedError as exc:
         metrics.inc("paht_messages_rejected_total", channel=name, reason="malformed")
         log.warning("malformed body", extra={"channel": name, "why": str(exc)})
+        return web.Response(status=400, text="malformed body")
+    except Exception:
+        # The contract says MalformedError only; anything else is a parser bug, logged with
+        # its traceback and counted, answered like any unparseable body.
+        metrics.inc("paht_messages_rejected_total", channel=name, reason="parser_error")
+        log.exception("parser crashed", extra={"channel": name})
         return web.Response(status=400, text="malformed body")
     allowed, retry_after = limits.check_senders([m.sender for m in messages])
     if not allowed:
