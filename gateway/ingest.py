@@ -9,6 +9,7 @@ returns only after the commit holding its messages, so the ack still means durab
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import asdict, dataclass, fields
 from typing import Any
 
@@ -58,6 +59,16 @@ class Ingestor:
         self.metrics = metrics
         self.wake = wake  # an asyncio.Event the worker waits on
         self.committer = GroupCommitter(sessions)
+        self.failing_since: float | None = None  # monotonic time of the first failed write
+
+    def write_failing(self, window_s: float = 30.0) -> bool:
+        """True while the latest writes failed (within `window_s`): /readyz reports it.
+
+        A read-only or full disk still answers SELECT 1; this is what tells the load balancer.
+        After `window_s` without traffic the flag lapses so the node gets a new chance.
+        """
+        since = self.failing_since
+        return since is not None and time.monotonic() - since < window_s
 
     async def accept(self, messages: list[InboundMessage]) -> IngestResult:
         """Store `messages` durably (all in one transaction); raises if the database fails."""
@@ -73,7 +84,13 @@ class Ingestor:
             }
             for m in messages
         ]
-        ids = await self.committer.insert(rows)
+        try:
+            ids = await self.committer.insert(rows)
+        except Exception:
+            if self.failing_since is None or not self.write_failing():
+                self.failing_since = time.monotonic()
+            raise
+        self.failing_since = None
         new_ids = tuple(i for i in ids if i is not None)
         duplicates = len(ids) - len(new_ids)
         for m, new_id in zip(messages, ids, strict=True):

@@ -142,20 +142,22 @@ async def healthz(request: web.Request) -> web.StreamResponse:
 
 
 async def readyz(request: web.Request) -> web.StreamResponse:
-    """Ready when the database answers; lists which channels are enabled and speech state."""
+    """Ready when the database answers and takes writes; lists channels and speech state."""
     app = request.app
     db_ok = await ping(app[ENGINE])
+    ingestor = app.get(INGESTOR)
+    writes_ok = ingestor is None or not ingestor.write_failing()
     speech = app.get(SPEECH)
     body = {
-        "status": "ok" if db_ok else "unavailable",
-        "database": "ok" if db_ok else "unreachable",
+        "status": "ok" if db_ok and writes_ok else "unavailable",
+        "database": ("ok" if writes_ok else "writes failing") if db_ok else "unreachable",
         "channels": {
             **{name: "enabled" for name in sorted(app[CHANNELS])},
             **{name: f"disabled: {why}" for name, why in sorted(app[DISABLED].items())},
         },
         "speech": speech.describe() if speech is not None else "not configured",
     }
-    return web.json_response(body, status=200 if db_ok else 503)
+    return web.json_response(body, status=200 if db_ok and writes_ok else 503)
 
 
 async def metrics(request: web.Request) -> web.StreamResponse:
