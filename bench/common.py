@@ -144,6 +144,21 @@ def signed(channel: str, run: str, n: int, sender: int) -> tuple[str, dict[str, 
     raise ValueError(channel)
 
 
+def external_id(channel: str, run: str, n: int, sender: int) -> str:
+    """The provider id the gateway stores for `signed(channel, run, n, sender)`."""
+    if channel == "facebook":
+        return f"m_bench_{run}_{n}"
+    if channel == "zalo":
+        return f"bench{run}{n}"
+    if channel == "telegram":
+        return str(int(hashlib.sha256(f"{run}:{n}".encode()).hexdigest()[:12], 16))
+    if channel == "sms":
+        return "SM" + hashlib.sha256(f"{run}:{n}".encode()).hexdigest()[:32]
+    if channel == "web":
+        return f"benchsession{sender:010d}:b{run[:8]}{n}"
+    raise ValueError(channel)
+
+
 def http_request(port: int, path: str, headers: dict[str, str], body: bytes) -> bytes:
     """The exact bytes of one keep-alive HTTP/1.1 POST."""
     head = [f"POST {path} HTTP/1.1", f"Host: 127.0.0.1:{port}", f"Content-Length: {len(body)}"]

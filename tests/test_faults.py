@@ -32,7 +32,7 @@ from aiohttp.test_utils import TestServer
 from sqlalchemy import event
 from sqlalchemy.engine import make_url
 
-from bench.common import channel_settings, signed
+from bench.common import channel_settings, external_id, signed
 from channels.base import Channel, InboundMessage, OutboundMessage, SendError, SendResult
 from channels.facebook import FacebookChannel
 from gateway import reports
@@ -59,18 +59,7 @@ async def _stored_ids(client: Any) -> set[str]:
 
 
 def _external_id(channel: str, run: str, n: int) -> str:
-    """The provider id `signed(channel, run, n, …)` carries (as the channel parses it)."""
-    import hashlib
-
-    if channel == "web":
-        return f"benchsession{n % 50:010d}:b{run[:8]}{n}"
-    if channel == "zalo":
-        return f"bench{run}{n}"
-    if channel == "facebook":
-        return f"m_bench_{run}_{n}"
-    if channel == "sms":
-        return "SM" + hashlib.sha256(f"{run}:{n}".encode()).hexdigest()[:32]
-    return str(int(hashlib.sha256(f"{run}:{n}".encode()).hexdigest()[:12], 16))
+    return external_id(channel, run, n, n % 50)
 
 
 async def _ready(client: Any) -> int:
