@@ -337,3 +337,97 @@ async def test_a_crashing_channel_is_400_or_403_never_500(settings_factory: Any,
                          reason="parser_error") == 1
     assert metrics.value("paht_messages_rejected_total", channel="telegram",
                          reason="verify_error") == 1
+
+
+# -- media downloads: provider hosts only, size-limited (no SSRF) -----------------------------
+# Telegram downloads by file_id through the configured Bot API only; a foreign file_path is
+# refused in tests/test_telegram.py::test_fetch_media_refuses_foreign_paths. HTML in citizen
+# text is escaped by the console: tests/test_console.py::test_citizen_script_is_inert.
+
+class Target:
+    """A local 'internal service' that must never be reached, plus a redirecting 'CDN'."""
+
+    def __init__(self) -> None:
+        self.hits: list[str] = []
+
+    def app(self) -> Any:
+        from aiohttp import web
+
+        async def any_path(request: web.Request) -> web.StreamResponse:
+            self.hits.append(request.path)
+            if request.path.startswith("/redirect"):
+                raise web.HTTPFound(request.query["to"])
+            if request.path.startswith("/big"):
+                return web.Response(body=b"\0" * 300_000, content_type="image/jpeg")
+            return web.Response(body=b"secret", content_type="text/plain")
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", any_path)
+        return app
+
+
+@pytest.fixture
+async def target(aiohttp_server: Any) -> Any:
+    t = Target()
+    server = await aiohttp_server(t.app())
+    t.base = str(server.make_url("")).rstrip("/")  # type: ignore[attr-defined]
+    t.hostport = f"127.0.0.1:{server.port}"  # type: ignore[attr-defined]
+    return t
+
+
+# The providers' real API bases (the bench points them at a dead local port).
+MEDIA_SETTINGS = Settings(_env_file=None, **{  # type: ignore[call-arg]
+    k: v for k, v in channel_settings().items() if not k.endswith(("_api_base", "_oauth_base"))})
+
+
+def _media_channel(name: str, http: Any, allowed: tuple[str, ...] = ()) -> Any:
+    cls = channel_class(name)
+    if name in ("facebook", "zalo"):
+        return cls(MEDIA_SETTINGS, http=http, allowed_media_hosts=allowed)
+    if name == "telegram":  # its API stays the dead local port: no test touches the internet
+        return cls(SETTINGS, http=http)
+    return cls(MEDIA_SETTINGS, http=http)
+
+
+SSRF_URLS = [
+    "{base}/internal", "https://127.0.0.1/x", "file:///etc/passwd", "http://169.254.169.254/",
+    "https://evil.example/x.jpg", "https://graph.facebook.com.evil.example/x",
+    "https://fbcdn.net@evil.example/x", "gopher://127.0.0.1:25/", "ftp://dl.zalo.me/x",
+    "//127.0.0.1/x", "not a url",
+]
+
+
+@pytest.mark.parametrize("name", ["facebook", "zalo", "sms", "voice", "telegram", "web"])
+@pytest.mark.parametrize("url", SSRF_URLS)
+async def test_fetch_media_refuses_non_provider_hosts(target: Any, name: str, url: str) -> None:
+    import aiohttp
+
+    from channels.base import Attachment, SendError
+
+    async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=3)) as http:
+        channel = _media_channel(name, http)
+        with pytest.raises((SendError, NotImplementedError)) as info:
+            await channel.fetch_media(Attachment("image", url.format(base=target.base)), 10_000)
+    if isinstance(info.value, SendError) and name != "telegram":
+        assert not info.value.retryable  # a bad host never gets better
+    assert target.hits == []  # nothing internal was ever contacted
+
+
+@pytest.mark.parametrize("name", ["facebook", "zalo"])
+async def test_a_provider_redirect_to_an_internal_host_is_refused(target: Any,
+                                                                 aiohttp_server: Any,
+                                                                 name: str) -> None:
+    import aiohttp
+
+    from channels.base import Attachment, SendError
+
+    inner = Target()
+    internal = await aiohttp_server(inner.app())
+    cdn = f"{target.base}/redirect?to={internal.make_url('/secret')}"
+    async with aiohttp.ClientSession() as http:
+        channel = _media_channel(name, http, allowed=(target.hostport,))  # the "CDN" only
+        with pytest.raises(SendError):
+            await channel.fetch_media(Attachment("image", cdn), 10_000)
+        with pytest.raises(SendError, match="too large"):
+            await channel.fetch_media(Attachment("image", f"{target.base}/big"), 100_000)
+    assert inner.hits == []
