@@ -183,18 +183,18 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app.cleanup_ctx.extend([_database, _http, _services, _background])
 
     from gateway.api import setup_api
+    from gateway.central import setup_central
+    from gateway.console import setup_console
     from gateway.open311 import setup_open311
     from gateway.routes import setup_routes
+    from gateway.voice_stream import setup_voice_stream
     from gateway.webchat import setup_webchat
 
     setup_routes(app)
     setup_webchat(app)
     setup_open311(app)
     setup_api(app)
-    for module, func in (("gateway.voice_stream", "setup_voice_stream"),
-                         ("gateway.console", "setup_console"),
-                         ("gateway.central", "setup_central")):
-        with contextlib.suppress(ImportError, AttributeError):
-            setup = getattr(__import__(module, fromlist=[func]), func)
-            setup(app)
+    setup_central(app)
+    setup_voice_stream(app)
+    setup_console(app)
     return app

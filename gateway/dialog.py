@@ -17,7 +17,7 @@ from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import Attachment, Button, InboundMessage
-from gateway import reports
+from gateway import forwarding, reports
 from gateway.services import Services
 from gateway.texts import fold
 from store.models import Citizen, Conversation, Report, utcnow
@@ -281,6 +281,7 @@ class Dialog:
         session.add(report)
         reports.add_history(session, report, report.status, note=f"rating={value}",
                             source="citizen")
+        await forwarding.queue_rating(session, report)  # the centre gets the rating too
         conv.state, conv.report_id = "idle", None
         session.add(conv)
         return Outcome([Reply(self.t.get("notify.rated"))], report)

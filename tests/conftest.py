@@ -26,6 +26,7 @@ PG_ADMIN_URL = os.environ.get("PAHT_TEST_PG_URL", "postgresql://postgres@127.0.0
 TABLES = (
     "classification", "operator_action", "report_history", "outbox", "inbound_event",
     "conversation", "identity", "report", "citizen", "operator", "tracking_counter", "credential",
+    "central_report", "central_rating", "central_status_event",
 )
 
 

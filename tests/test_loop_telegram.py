@@ -133,7 +133,9 @@ async def test_report_forward_status_rating_loop(settings_factory: Any, gateway_
     await telegram_update(client, press(900000101, "rate:4", rate["reply_markup"]))
     await drain_app(client.app)
     assert telegram.sent()[-1]["text"] == "Cảm ơn bạn đã đánh giá!"
-    assert await queue_new_ratings(services) == 1
+    # The dialog queued the rating's delivery with the rating itself; the catch-up job finds
+    # nothing left to queue.
+    assert await queue_new_ratings(services) == 0
     assert await forwarder.run_until_idle() == 1
     await forwarder.close()
     assert central.keys() == [code, f"{code}:rating"]
