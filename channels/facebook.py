@@ -126,11 +126,17 @@ class FacebookChannel(Channel):
             return []
         out: list[InboundMessage] = []
         seen: set[str] = set()
-        for entry in body.get("entry", []):
+        entries = body.get("entry", [])
+        if not isinstance(entries, list):
+            raise MalformedError("entry is not a list")
+        for entry in entries:
             if not isinstance(entry, dict):
                 raise MalformedError("entry is not an object")
+            events = entry.get("messaging", []) or []
+            if not isinstance(events, list):
+                raise MalformedError("messaging is not a list")
             # "standby" (handover protocol, another app owns the thread) is ignored.
-            for event in entry.get("messaging", []) or []:
+            for event in events:
                 if not isinstance(event, dict):
                     raise MalformedError("messaging event is not an object")
                 try:

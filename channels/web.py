@@ -68,7 +68,8 @@ class WebChannel(Channel):
         if not isinstance(sid, str) or not isinstance(token, str) or not _SID_RE.match(sid):
             raise SignatureError("missing web chat session", status=401)
         expected = session_token(self.settings.session_secret, sid)
-        if not hmac.compare_digest(expected, token):
+        # Bytes, not str: compare_digest refuses non-ASCII strings with a TypeError.
+        if not hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace")):
             raise SignatureError("bad web chat session token", status=403)
 
     def parse(self, request: RawRequest) -> list[InboundMessage]:
