@@ -26,6 +26,7 @@ from store.models import Citizen, Identity, Outbox, utcnow
 
 log = logging.getLogger("paht.outbox")
 MESSAGE_KINDS = ("reply", "notify")
+SEND_TIMEOUT = 45.0  # seconds for one delivery, split messages included
 
 
 def backoff(attempts: int, base: float = 2.0, cap: float = 3600.0) -> float:
@@ -78,7 +79,12 @@ class OutboxSender:
                 await session.commit()
                 return
             try:
-                result = await channel.send(msg)
+                # A provider that hangs must not hold this sender (or the row) for ever.
+                result = await asyncio.wait_for(channel.send(msg), timeout=SEND_TIMEOUT)
+            except TimeoutError:
+                await self._failed(session, current, SendError("send timed out", retryable=True))
+                await session.commit()
+                return
             except SendError as exc:
                 await self._failed(session, current, exc)
                 await session.commit()

@@ -52,7 +52,12 @@ async def fetch_media(services: Services, msg: InboundMessage) -> list[dict[str,
             log.warning("media download failed", extra={"channel": msg.channel, "why": str(exc)})
             records.append(attachment_record(att, None, str(exc)[:200]))
             continue
-        mime = mime or att.mime
+        mime = (mime or att.mime or "").split(";")[0].strip().lower() or None
+        if not media_type_allowed(mime):
+            # Citizens send photos, voice notes, videos and documents; anything else (HTML,
+            # executables, archives) is not stored.
+            records.append(attachment_record(att, None, f"type not accepted: {mime}"))
+            continue
         ext = mimetypes.guess_extension(mime or "") or Path(att.name or "").suffix or ".bin"
         digest = hashlib.sha256(f"{msg.channel}:{msg.external_id}:{index}".encode()).hexdigest()
         rel = Path(msg.channel) / digest[:2] / f"{digest[:24]}{ext}"
@@ -63,6 +68,19 @@ async def fetch_media(services: Services, msg: InboundMessage) -> list[dict[str,
         record["size"] = len(data)
         records.append(record)
     return records
+
+
+ALLOWED_MEDIA_PREFIXES = ("image/", "audio/", "video/")
+ALLOWED_MEDIA_TYPES = {"application/pdf", "application/ogg", "application/octet-stream"}
+
+
+def media_type_allowed(mime: str | None) -> bool:
+    """Photos, audio, video and PDF documents; `None` (provider gave no type) is kept."""
+    if mime is None:
+        return True
+    if mime in ("image/svg+xml",):
+        return False  # SVG is a document that can carry script
+    return mime.startswith(ALLOWED_MEDIA_PREFIXES) or mime in ALLOWED_MEDIA_TYPES
 
 
 def _write_file(path: Path, data: bytes) -> None:

@@ -229,3 +229,14 @@ async def test_failure_mid_pipeline_leaves_no_partial_report(
     assert events[f"{SID}:2"].status == "parked" and "crash" in events[f"{SID}:2"].last_error
     assert report.text == "Nước sinh hoạt bị đục, có mùi lạ ở tổ 5"
     assert await count(client.app, Outbox) == 1
+
+
+@pytest.mark.parametrize(("mime", "ok"), [
+    ("image/jpeg", True), ("audio/ogg", True), ("video/mp4", True), ("application/pdf", True),
+    (None, True), ("text/html", False), ("image/svg+xml", False),
+    ("application/x-msdownload", False), ("application/zip", False),
+])
+def test_media_type_allow_list(mime, ok) -> None:
+    from gateway.pipeline import media_type_allowed
+
+    assert media_type_allowed(mime) is ok
