@@ -36,6 +36,7 @@ from gateway.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.texts import Texts
+from gateway.write_gate import WriteGate
 from store import migrate
 from store.db import create_engine, is_sqlite, session_factory
 from store.repo import DbTokenStore
@@ -121,7 +122,9 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     app[CHANNELS] = services.channels
     app[DISABLED] = disabled
     app[SERVICES] = services
-    app[INGESTOR] = Ingestor(app[SESSIONS], metrics, services.worker_wake)
+    if is_sqlite(settings.database_url):
+        services.write_gate = WriteGate()
+    app[INGESTOR] = Ingestor(app[SESSIONS], metrics, services.worker_wake, services.write_gate)
     yield
     for channel in services.channels.values():
         stop = getattr(channel, "stop", None)

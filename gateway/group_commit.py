@@ -21,6 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.write_gate import WriteGate, maybe
 from store.models import EVENT_PENDING, InboundEvent, utcnow
 
 log = logging.getLogger("paht.ingest")
@@ -74,8 +75,9 @@ class GroupCommitter:
     """Queues inserts from concurrent requests and commits them in shared transactions."""
 
     def __init__(self, sessions: async_sessionmaker[AsyncSession],
-                 max_rows: int = MAX_BATCH_ROWS) -> None:
+                 max_rows: int = MAX_BATCH_ROWS, gate: WriteGate | None = None) -> None:
         self.sessions = sessions
+        self.gate = gate
         self.max_rows = max_rows
         self._queue: list[_Job] = []
         self._task: asyncio.Task[None] | None = None
@@ -100,7 +102,7 @@ class GroupCommitter:
         return batch
 
     async def _commit(self, rows: Sequence[dict[str, Any]]) -> list[int | None]:
-        async with self.sessions() as session:
+        async with maybe(self.gate, urgent=True), self.sessions() as session:
             ids = await insert_batch(session, rows)
             await session.commit()
         return ids

@@ -20,6 +20,7 @@ from channels.base import InboundMessage
 from gateway.group_commit import GroupCommitter
 from gateway.metrics import Metrics
 from gateway.privacy import mask_urn
+from gateway.write_gate import WriteGate
 
 log = logging.getLogger("paht.ingest")
 
@@ -53,12 +54,13 @@ class Ingestor:
     """Persists inbound messages and wakes the worker."""
 
     def __init__(
-        self, sessions: async_sessionmaker[AsyncSession], metrics: Metrics, wake: object = None
+        self, sessions: async_sessionmaker[AsyncSession], metrics: Metrics, wake: object = None,
+        gate: WriteGate | None = None,
     ) -> None:
         self.sessions = sessions
         self.metrics = metrics
         self.wake = wake  # an asyncio.Event the worker waits on
-        self.committer = GroupCommitter(sessions)
+        self.committer = GroupCommitter(sessions, gate=gate)
         self.failing_since: float | None = None  # monotonic time of the first failed write
 
     def write_failing(self, window_s: float = 30.0) -> bool:

@@ -28,6 +28,7 @@ from gateway.dialog import Dialog, attachment_record
 from gateway.outbox import release_held
 from gateway.privacy import mask_urn
 from gateway.services import Services
+from gateway.write_gate import maybe
 from store import repo
 from store.models import EVENT_DONE, EVENT_IGNORED, InboundEvent, utcnow
 
@@ -133,7 +134,7 @@ async def process_event(services: Services, dialog: Dialog, event: InboundEvent)
     transcript, confidence, flags = await transcribe(services, msg, media)
     if msg.channel == "voice":
         msg = replace(msg, text="")  # what a caller said is a transcript, not typed text
-    async with services.sessions() as session:
+    async with maybe(services.write_gate, urgent=False), services.sessions() as session:
         citizen = await repo.resolve_citizen(
             session, msg.sender, msg.channel, display_name=msg.sender_name,
             phone=msg.contact_phone or _phone_of(msg.sender), seen_at=msg.received_at,
@@ -201,7 +202,7 @@ class Worker:
     async def run_once(self) -> int:
         """Claim one batch and process it; returns how many events were handled."""
         limit = max(1, self.s.settings.worker_concurrency) * 4
-        async with self.s.sessions() as session:
+        async with maybe(self.s.write_gate, urgent=False), self.s.sessions() as session:
             events = await repo.claim_events(session, self.name, limit, self.lease)
         if not events:
             return 0

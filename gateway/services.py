@@ -13,6 +13,7 @@ from channels.base import Channel
 from gateway.metrics import Metrics
 from gateway.settings import Settings
 from gateway.texts import Texts
+from gateway.write_gate import WriteGate
 
 
 @dataclass
@@ -28,3 +29,4 @@ class Services:
     speech: Any = None  # nlp.stt.SpeechPool, or None without models
     worker_wake: asyncio.Event = field(default_factory=asyncio.Event)
     outbox_wake: asyncio.Event = field(default_factory=asyncio.Event)
+    write_gate: WriteGate | None = None  # SQLite only: webhook commits go first
