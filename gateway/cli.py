@@ -21,6 +21,8 @@ def _serve(args: argparse.Namespace) -> int:
 
     settings = Settings()
     updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    if args.no_workers:
+        updates["run_workers"] = False
     settings = settings.model_copy(update=updates)
     setup_logging(settings.log_level, settings.log_json)
     app = create_app(settings)
@@ -32,6 +34,33 @@ def _serve(args: argparse.Namespace) -> int:
     print(f"PAHT Gateway: mở {url} để gửi phản ánh qua web chat (open {url})", flush=True)
     web.run_app(app, host=settings.host, port=settings.port, print=None,
                 access_log=None, shutdown_timeout=10)
+    return 0
+
+
+def _worker(args: argparse.Namespace) -> int:
+    import signal
+
+    from aiohttp import web
+
+    from gateway.app import create_app
+    from gateway.logs import setup_logging
+
+    settings = Settings().model_copy(update={"run_workers": True})
+    setup_logging(settings.log_level, settings.log_json)
+
+    async def run() -> None:
+        # The app's cleanup contexts start the worker, outbox and scheduler; no HTTP site.
+        runner = web.AppRunner(create_app(settings))
+        await runner.setup()
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        print("PAHT worker running (no HTTP); Ctrl-C to stop", flush=True)
+        await stop.wait()
+        await runner.cleanup()
+
+    asyncio.run(run())
     return 0
 
 
@@ -129,7 +158,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--port", type=int)
     p.add_argument("--telegram-polling", action="store_true",
                    help="fetch Telegram updates by long polling (no public URL needed)")
+    p.add_argument("--no-workers", action="store_true",
+                   help="only accept webhooks; run `paht worker` in another process")
     p.set_defaults(func=_serve)
+
+    p = sub.add_parser("worker", help="process stored messages and run scheduled jobs (no HTTP)")
+    p.set_defaults(func=_worker)
 
     p = sub.add_parser("classify", help="classify text lines from stdin into JSON lines")
     p.add_argument("--jsonl", action="store_true", help="input lines are JSON with a text field")

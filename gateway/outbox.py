@@ -26,6 +26,7 @@ from store.models import Citizen, Identity, Outbox, utcnow
 
 log = logging.getLogger("paht.outbox")
 MESSAGE_KINDS = ("reply", "notify")
+WINDOW_CHANNELS = {"facebook", "zalo"}  # providers that refuse replies after a window
 SEND_TIMEOUT = 45.0  # seconds for one delivery, split messages included
 
 
@@ -72,7 +73,9 @@ class OutboxSender:
                 return
             # The reply window counts from the citizen's latest message, which may be newer
             # than when this row was queued (a held message released by a new message).
-            msg = replace(msg, last_inbound_at=await last_inbound_at(session, msg.recipient))
+            if msg.channel in WINDOW_CHANNELS:
+                msg = replace(msg, last_inbound_at=await last_inbound_at(session,
+                                                                         msg.recipient))
             if channel is None:
                 current.status, current.last_error = "dead", f"channel {msg.channel} disabled"
                 session.add(current)

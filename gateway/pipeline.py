@@ -149,7 +149,7 @@ async def process_event(services: Services, dialog: Dialog, event: InboundEvent)
             await reports.queue_message(
                 session, services, channel=msg.channel, recipient=msg.sender, text=reply.text,
                 buttons=reply.buttons, report_id=report.id if report else None,
-                dedup_key=f"reply:{event.id}:{n}",
+                dedup_key=f"reply:{event.id}:{n}", inbound_at=msg.received_at,
             )
         status = EVENT_IGNORED if outcome.ignored and report is None else EVENT_DONE
         await repo.finish_event(session, event.id or 0, status, report.id if report else None)

@@ -144,14 +144,19 @@ async def queue_message(
     report_id: int | None = None,
     dedup_key: str | None = None,
     kind: str = "reply",
+    inbound_at: datetime | None = None,
 ) -> None:
-    """Queue a message to a citizen; the outbox sender delivers it after commit."""
+    """Queue a message to a citizen; the outbox sender delivers it after commit.
+
+    `inbound_at` is when the citizen last wrote, when the caller knows it (a reply to the
+    message being processed); otherwise it is looked up.
+    """
     msg = OutboundMessage(
         channel=channel,
         recipient=recipient,
         text=text,
         buttons=buttons,
-        last_inbound_at=await last_inbound_at(session, recipient),
+        last_inbound_at=inbound_at or await last_inbound_at(session, recipient),
     )
     if dedup_key is not None:
         existing = (await session.exec(select(Outbox).where(Outbox.dedup_key == dedup_key))).first()

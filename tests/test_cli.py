@@ -80,3 +80,53 @@ def test_help_lists_every_command() -> None:
     for command in ("serve", "classify", "transcribe", "models", "db", "operator", "keywords",
                     "telegram"):
         assert command in out
+
+
+def test_serve_without_workers_and_a_separate_worker(tmp_path: Path) -> None:
+    import socket
+    import time
+    import urllib.request
+
+    from channels.web import session_token
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PAHT_DATABASE_URL": f"sqlite:///{tmp_path / 'paht.db'}",
+           "PAHT_VAR_DIR": str(tmp_path / "var"), "PAHT_SESSION_SECRET": "split-secret",
+           "PAHT_LOG_LEVEL": "WARNING"}
+    web = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--no-workers",
+                            "--port", str(port)], cwd=tmp_path, env=env,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    worker = None
+    try:
+        for _ in range(300):
+            try:
+                urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1)
+                break
+            except OSError:
+                time.sleep(0.1)
+        sid = "split_session_00001"
+        body = json.dumps({"sid": sid, "token": session_token("split-secret", sid), "id": "1",
+                           "text": "Mất điện cả khu phố"}).encode()
+        req = urllib.request.Request(f"http://127.0.0.1:{port}/webhooks/web", data=body)
+        assert urllib.request.urlopen(req, timeout=5).status == 200
+        time.sleep(1.0)
+        with sqlite3.connect(tmp_path / "paht.db") as conn:
+            assert conn.execute("SELECT status FROM inbound_event").fetchone() == ("pending",)
+        worker = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], cwd=tmp_path,
+                                  env=env, stdout=subprocess.DEVNULL,
+                                  stderr=subprocess.DEVNULL)
+        status = None
+        for _ in range(300):
+            with sqlite3.connect(tmp_path / "paht.db") as conn:
+                status = conn.execute("SELECT status FROM inbound_event").fetchone()[0]
+            if status == "done":
+                break
+            time.sleep(0.1)
+        assert status == "done"
+    finally:
+        for proc in (web, worker):
+            if proc is not None:
+                proc.terminate()
+                proc.wait(timeout=20)
