@@ -11,7 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.console import actions, admin, dashboard, login, queue, report
+from gateway.console import actions, admin, dashboard, deliveries, login, queue, report
 from gateway.console.auth import Handler, protected
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -45,6 +45,8 @@ ROUTES: tuple[Route, ...] = (
     Route("GET", "/console/dashboard", dashboard.dashboard),
     Route("GET", "/console/dashboard.csv", dashboard.dashboard_csv),
     Route("GET", "/console/keywords", dashboard.keywords, "supervisor"),
+    Route("GET", "/console/deliveries", deliveries.deliveries, "supervisor"),
+    Route("POST", "/console/deliveries/{id:\\d+}/retry", deliveries.retry, "supervisor"),
     Route("GET", "/console/admin/operators", admin.operators, "admin"),
     Route("POST", "/console/admin/operators/{id:\\d+}", admin.operator_state, "admin"),
     Route("GET", "/console/admin/audit", admin.audit, "admin"),

@@ -42,6 +42,7 @@ ACTION_LABELS = {
     "note": "Ghi chú", "reply": "Trả lời công dân", "reject": "Không tiếp nhận",
     "merge": "Gộp trùng", "reveal_phone": "Xem số điện thoại",
     "disable_operator": "Khoá tài khoản cán bộ", "enable_operator": "Mở tài khoản cán bộ",
+    "retry_forward": "Chuyển tiếp lại", "reminder": "Nhắc việc",
 }
 ROLE_LABELS = {"operator": "Cán bộ tiếp nhận", "supervisor": "Giám sát", "admin": "Quản trị"}
 
