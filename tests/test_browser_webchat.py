@@ -10,13 +10,12 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import subprocess
-import sys
-import time
 import urllib.request
 from pathlib import Path
 
 import pytest
+
+from tests.server_support import free_port, start_gateway, wait_ready
 
 pytestmark = pytest.mark.browser
 ARTIFACTS = Path(__file__).parent / "_artifacts"
@@ -31,28 +30,16 @@ LAUNCH_ARGS = [
 def server(tmp_path: Path):
     if not shutil.which(CHROMIUM) and not Path(CHROMIUM).exists():
         pytest.fail(f"Chromium not found at {CHROMIUM}: .ci/run installs the Debian package")
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
+    port = free_port()
     env = {**os.environ, "PAHT_DATABASE_URL": f"sqlite:///{tmp_path / 'paht.db'}",
            "PAHT_VAR_DIR": str(tmp_path / "var"), "PAHT_API_TOKENS": "browser-token",
            "PAHT_LOG_LEVEL": "WARNING", "PAHT_REVIEW_POLICY": "all"}
-    log = (tmp_path / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-                            cwd=tmp_path, env=env, stdout=subprocess.DEVNULL, stderr=log)
+    proc = start_gateway(tmp_path, port, env)
+    wait_ready(port, proc, path="/healthz")
     base = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(base + "/healthz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.1)
     yield base
     proc.terminate()
     proc.wait(timeout=20)
-    log.close()
 
 
 def test_file_a_report_in_the_web_chat(server: str) -> None:

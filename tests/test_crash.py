@@ -11,25 +11,18 @@ import asyncio
 import json
 import os
 import signal
-import socket
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import aiohttp
 import pytest
 
 from channels.web import session_token
+from tests.server_support import await_ready, free_port, start_gateway
 
 SECRET = "crash-test-secret"
 pytestmark = pytest.mark.slow
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _start(tmp: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
@@ -42,23 +35,7 @@ def _start(tmp: Path, port: int, **env: str) -> subprocess.Popen[bytes]:
         "PAHT_LOG_LEVEL": "WARNING",
         **env,
     }
-    return subprocess.Popen(
-        [sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-        cwd=tmp, env=environ, stdout=subprocess.DEVNULL, stderr=open(tmp / "server.log", "ab"),
-    )
-
-
-async def _wait_up(port: int) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(300):
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("server did not come up")
+    return start_gateway(tmp, port, environ)
 
 
 def _events(db: Path) -> list[tuple[str, str]]:
@@ -85,10 +62,10 @@ async def _burst(port: int, count: int) -> list[str]:
 
 @pytest.mark.parametrize("workers", ["false", "true"], ids=["backlog", "in-flight"])
 async def test_sigkill_after_ack_loses_nothing(tmp_path: Path, workers: str) -> None:
-    port = _free_port()
+    port = free_port()
     proc = _start(tmp_path, port, PAHT_RUN_WORKERS=workers)
     try:
-        await _wait_up(port)
+        await await_ready(port)
         acked = await _burst(port, 60)
     finally:
         proc.send_signal(signal.SIGKILL)
@@ -101,7 +78,7 @@ async def test_sigkill_after_ack_loses_nothing(tmp_path: Path, workers: str) -> 
 
     proc = _start(tmp_path, port)
     try:
-        await _wait_up(port)
+        await await_ready(port)
         for _ in range(300):
             statuses = [s for _, s in _events(tmp_path / "paht.db")]
             if all(s in ("done", "ignored") for s in statuses):

@@ -17,7 +17,6 @@ import asyncio
 import os
 import signal
 import subprocess
-import sys
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -28,6 +27,7 @@ import sqlalchemy as sa
 
 from bench.common import CHANNELS, external_id, free_port, server_env, signed
 from store.db import sync_url
+from tests.server_support import await_ready, start_gateway
 
 pytestmark = pytest.mark.slow
 TOTAL = 240
@@ -37,23 +37,7 @@ KILL_AFTER = 80  # acknowledged requests before the SIGKILL
 def _start(tmp: Path, url: str, port: int, workers: bool) -> subprocess.Popen[bytes]:
     env = server_env(url, tmp / "var", workers=workers, PAHT_WORKER_LEASE_SECONDS="1",
                      PAHT_WORKER_POLL_SECONDS="0.2")
-    return subprocess.Popen([sys.executable, "-m", "gateway", "serve", "--port", str(port)],
-                            cwd=tmp, env=env, stdout=subprocess.DEVNULL,
-                            stderr=open(tmp / "server.log", "ab"))
-
-
-async def _wait_up(port: int, proc: subprocess.Popen[bytes]) -> None:
-    async with aiohttp.ClientSession() as http:
-        for _ in range(600):
-            assert proc.poll() is None, "server exited"
-            try:
-                async with http.get(f"http://127.0.0.1:{port}/readyz") as r:
-                    if r.status == 200:
-                        return
-            except aiohttp.ClientError:
-                pass
-            await asyncio.sleep(0.1)
-    raise AssertionError("server did not come up")
+    return start_gateway(tmp, port, env)
 
 
 def _rows(url: str) -> list[tuple[str, str, str]]:
@@ -135,7 +119,7 @@ async def test_sigkill_under_mixed_load(tmp_path: Path, request: pytest.FixtureR
     port = free_port()
     proc = _start(tmp_path, url, port, workers)
     try:
-        await _wait_up(port, proc)
+        await await_ready(port, proc)
         acked = await _drive(port, requests, proc, KILL_AFTER)
     finally:
         if proc.poll() is None:
@@ -149,7 +133,7 @@ async def test_sigkill_under_mixed_load(tmp_path: Path, request: pytest.FixtureR
 
     proc = _start(tmp_path, url, port, True)
     try:
-        await _wait_up(port, proc)
+        await await_ready(port, proc)
         # The providers redeliver what got no 2xx (and some that did: duplicates are no-ops).
         redeliver = [r for r in requests if r[0] not in acked] + requests[:10]
         again = await _drive(port, redeliver, None, None)
