@@ -20,6 +20,7 @@ from channels.base import Attachment, Button, InboundMessage
 from gateway import forwarding, reports
 from gateway.services import Services
 from gateway.texts import fold
+from store import repo
 from store.models import Citizen, Conversation, Report, utcnow
 
 log = logging.getLogger("paht.dialog")
@@ -300,6 +301,10 @@ class Dialog:
         self, session: AsyncSession, msg: InboundMessage, citizen: Citizen
     ) -> Conversation:
         stmt = select(Conversation).where(Conversation.sender == msg.sender)
+        if repo.dialect_name(session) == "postgresql":
+            # Another gateway process may be handling this citizen's previous message: wait
+            # for it, then read the draft it left (SQLite has a single writer anyway).
+            stmt = stmt.with_for_update()
         conv = (await session.exec(stmt)).first()
         if conv is None:
             conv = Conversation(sender=msg.sender, channel=msg.channel, citizen_id=citizen.id or 0)
