@@ -15,6 +15,7 @@ from dataclasses import replace
 from datetime import timedelta
 
 from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import SendError
 from gateway.codec import outbound_from_dict, outbound_to_dict
@@ -104,7 +105,7 @@ class OutboxSender:
             await session.commit()
         self.s.metrics.inc("paht_outbox_sent_total", channel=msg.channel)
 
-    async def _failed(self, session, row: Outbox, exc: SendError) -> None:  # type: ignore[no-untyped-def]
+    async def _failed(self, session: AsyncSession, row: Outbox, exc: SendError) -> None:
         self.s.metrics.inc("paht_outbox_failed_total", channel=row.channel or "")
         row.last_error = str(exc)[:1000]
         log.warning(
@@ -124,7 +125,7 @@ class OutboxSender:
             row.status = "dead"
         session.add(row)
 
-    async def _fallback_sms(self, session, row: Outbox) -> bool:  # type: ignore[no-untyped-def]
+    async def _fallback_sms(self, session: AsyncSession, row: Outbox) -> bool:
         if "sms" not in self.s.channels or row.recipient is None:
             return False
         ident = (await session.exec(select(Identity).where(Identity.urn == row.recipient))).first()
@@ -140,7 +141,7 @@ class OutboxSender:
         return True
 
 
-async def release_held(services: Services, session, urn: str) -> int:  # type: ignore[no-untyped-def]
+async def release_held(services: Services, session: AsyncSession, urn: str) -> int:
     """The citizen wrote again: messages held for a closed window can go now."""
     rows = (await session.exec(
         select(Outbox).where(Outbox.recipient == urn, Outbox.status == "held"))).all()

@@ -35,7 +35,7 @@ def classify_report(services: Services, report: Report) -> Classification | None
     report.sector = result.sector
     report.score = round(float(result.score), 4)
     report.runner_up = result.runner_up
-    report.matches = [m for m in result.to_dict()["matches"]]
+    report.matches = list(result.to_dict()["matches"])
     report.urgent = report.urgent or bool(result.urgent)
     report.needs_review = bool(result.needs_review)
     if result.address and not report.address:
