@@ -182,6 +182,8 @@ class Channel:
         self.settings = settings
         self.http = http  # aiohttp.ClientSession, injected by the app
         self.tokens = tokens
+        # Citizen-facing texts of this channel (config/messages.vi.toml [<name>]), set by the app.
+        self.messages: Mapping[str, str] = {}
 
     @classmethod
     def enabled(cls, settings: Any) -> bool:

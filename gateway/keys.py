@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
 
 import aiohttp
 from aiohttp import web
@@ -11,11 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import Channel
+from gateway.ingest import Ingestor
 from gateway.metrics import Metrics
+from gateway.services import Services
 from gateway.settings import Settings
-
-if TYPE_CHECKING:
-    pass
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -24,9 +22,9 @@ METRICS = web.AppKey("metrics", Metrics)
 HTTP = web.AppKey("http", aiohttp.ClientSession)
 CHANNELS = web.AppKey("channels", dict[str, Channel])
 DISABLED = web.AppKey("disabled_channels", dict[str, str])
-INGESTOR = web.AppKey("ingestor", "Ingestor")
+INGESTOR = web.AppKey("ingestor", Ingestor)
 WAKE = web.AppKey("wake", asyncio.Event)
 OUTBOX_WAKE = web.AppKey("outbox_wake", asyncio.Event)
-CLASSIFIER = web.AppKey("classifier", Any)
-SPEECH = web.AppKey("speech", Any)
-SERVICES = web.AppKey("services", Any)
+CLASSIFIER = web.AppKey("classifier", object)  # nlp.classifier.Classifier or None
+SPEECH = web.AppKey("speech", object)  # gateway.speech.Speech or None
+SERVICES = web.AppKey("services", Services)
