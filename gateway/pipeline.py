@@ -25,7 +25,7 @@ from channels.base import InboundMessage
 from gateway import reports
 from gateway.codec import message_from_dict
 from gateway.dialog import Dialog, attachment_record
-from gateway.outbox import release_held
+from gateway.outbox import WINDOW_CHANNELS, release_held
 from gateway.privacy import mask_urn
 from gateway.services import Services
 from gateway.write_gate import maybe
@@ -139,7 +139,8 @@ async def process_event(services: Services, dialog: Dialog, event: InboundEvent)
             session, msg.sender, msg.channel, display_name=msg.sender_name,
             phone=msg.contact_phone or _phone_of(msg.sender), seen_at=msg.received_at,
         )
-        await release_held(services, session, msg.sender)
+        if msg.channel in WINDOW_CHANNELS:  # only their replies are ever held
+            await release_held(services, session, msg.sender)
         outcome = await dialog.handle(
             session, msg, citizen, extra_attachments=media, transcript=transcript,
             transcript_confidence=confidence, flags=flags,
@@ -150,6 +151,9 @@ async def process_event(services: Services, dialog: Dialog, event: InboundEvent)
                 session, services, channel=msg.channel, recipient=msg.sender, text=reply.text,
                 buttons=reply.buttons, report_id=report.id if report else None,
                 dedup_key=f"reply:{event.id}:{n}", inbound_at=msg.received_at,
+                # The replies commit with the event's "done" in one transaction, so they are
+                # never queued twice; the unique dedup key still guards it.
+                check_duplicate=False,
             )
         status = EVENT_IGNORED if outcome.ignored and report is None else EVENT_DONE
         await repo.finish_event(session, event.id or 0, status, report.id if report else None)

@@ -145,6 +145,7 @@ async def queue_message(
     dedup_key: str | None = None,
     kind: str = "reply",
     inbound_at: datetime | None = None,
+    check_duplicate: bool = True,
 ) -> None:
     """Queue a message to a citizen; the outbox sender delivers it after commit.
 
@@ -158,7 +159,7 @@ async def queue_message(
         buttons=buttons,
         last_inbound_at=inbound_at or await last_inbound_at(session, recipient),
     )
-    if dedup_key is not None:
+    if dedup_key is not None and check_duplicate:
         existing = (await session.exec(select(Outbox).where(Outbox.dedup_key == dedup_key))).first()
         if existing is not None:
             return
