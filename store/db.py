@@ -11,27 +11,28 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+_DRIVERS = {  # backend -> (asyncio driver, blocking driver)
+    "sqlite": ("sqlite+aiosqlite", "sqlite"),
+    "postgresql": ("postgresql+psycopg", "postgresql+psycopg"),  # psycopg 3 does both
+}
+
+
+def _with_driver(url: str, blocking: bool) -> str:
+    u = make_url(url)
+    drivers = _DRIVERS.get(u.get_backend_name())
+    if drivers is not None:
+        u = u.set(drivername=drivers[1 if blocking else 0])
+    return u.render_as_string(hide_password=False)
+
 
 def async_url(url: str) -> str:
     """The URL with an asyncio driver (aiosqlite, psycopg 3)."""
-    u = make_url(url)
-    backend = u.get_backend_name()
-    if backend == "sqlite":
-        u = u.set(drivername="sqlite+aiosqlite")
-    elif backend == "postgresql":
-        u = u.set(drivername="postgresql+psycopg")
-    return u.render_as_string(hide_password=False)
+    return _with_driver(url, blocking=False)
 
 
 def sync_url(url: str) -> str:
     """The URL with a blocking driver, for Alembic and CLI tools."""
-    u = make_url(url)
-    backend = u.get_backend_name()
-    if backend == "sqlite":
-        u = u.set(drivername="sqlite")
-    elif backend == "postgresql":
-        u = u.set(drivername="postgresql+psycopg")
-    return u.render_as_string(hide_password=False)
+    return _with_driver(url, blocking=True)
 
 
 def is_sqlite(url: str) -> bool:
