@@ -218,10 +218,14 @@ def utcnow() -> datetime:
 
 def from_epoch(value: int | float | str, millis: bool = False) -> datetime:
     """A provider timestamp (seconds or milliseconds, possibly a string) as a UTC datetime."""
-    number = int(value) if isinstance(value, str) else value
-    if millis:
-        number = number / 1000
-    return datetime.fromtimestamp(number, UTC)
+    try:
+        number = int(value) if isinstance(value, str) else value
+        if millis:
+            number = number / 1000
+        return datetime.fromtimestamp(number, UTC)
+    except (OverflowError, OSError, ValueError, TypeError) as exc:
+        # A forged or corrupted body can carry any number; it is not a provider time.
+        raise MalformedError(f"timestamp out of range: {value!r}") from exc
 
 
 class ChannelRegistry:

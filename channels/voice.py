@@ -7,7 +7,7 @@ Provider docs:
   RecordingStatus, RecordingDuration, RecordingChannels, RecordingSource, ErrorCode — no From):
   https://www.twilio.com/docs/voice/api/recording#recordingstatuscallback
 - <Connect><Stream>: https://www.twilio.com/docs/voice/twiml/stream (the WebSocket side lives
-  in gateway/voice_stream.py).
+  in gateway/web/voice_stream.py).
 
 Paths (all POST, all signed):
 - /webhooks/twilio/voice            call start → TwiML (greeting + <Record>, or <Connect><Stream>);

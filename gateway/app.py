@@ -18,7 +18,7 @@ from aiohttp import web
 
 from channels.registry import CHANNELS as CHANNEL_NAMES
 from channels.registry import channel_class
-from gateway.ingest import Ingestor
+from gateway.domain.texts import Texts
 from gateway.keys import (
     CHANNELS,
     CLASSIFIER,
@@ -32,14 +32,14 @@ from gateway.keys import (
     SETTINGS,
     SPEECH,
 )
-from gateway.metrics import Metrics
+from gateway.ops.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
-from gateway.texts import Texts
-from gateway.write_gate import WriteGate
+from gateway.web.ingest import Ingestor
 from store import migrate
 from store.db import create_engine, is_sqlite, session_factory
 from store.repo import DbTokenStore
+from store.write_gate import WriteGate
 
 log = logging.getLogger("paht.app")
 
@@ -98,7 +98,7 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     )
     services.classifier = await asyncio.to_thread(_load_classifier, settings)
     app[CLASSIFIER] = services.classifier
-    from gateway.speech import start_speech
+    from gateway.workers.speech import start_speech
 
     services.speech = await start_speech(settings)
     app[SPEECH] = services.speech
@@ -140,10 +140,10 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
     if not settings.run_workers:
         yield
         return
-    from gateway.jobs import build_scheduler, make_forwarder
-    from gateway.leader import Leader
-    from gateway.outbox import OutboxSender
-    from gateway.pipeline import Worker
+    from gateway.workers.jobs import build_scheduler, make_forwarder
+    from gateway.workers.leader import Leader
+    from gateway.workers.outbox import OutboxSender
+    from gateway.workers.pipeline import Worker
 
     services = app[SERVICES]
     stop = asyncio.Event()
@@ -185,13 +185,13 @@ def create_app(settings: Settings | None = None) -> web.Application:
     app[METRICS] = Metrics()
     app.cleanup_ctx.extend([_database, _http, _services, _background])
 
-    from gateway.api import setup_api
-    from gateway.central import setup_central
-    from gateway.console import setup_console
-    from gateway.open311 import setup_open311
-    from gateway.routes import setup_routes
-    from gateway.voice_stream import setup_voice_stream
-    from gateway.webchat import setup_webchat
+    from gateway.web.api import setup_api
+    from gateway.web.central import setup_central
+    from gateway.web.console import setup_console
+    from gateway.web.open311 import setup_open311
+    from gateway.web.voice_stream import setup_voice_stream
+    from gateway.web.webchat import setup_webchat
+    from gateway.web.webhooks import setup_routes
 
     setup_routes(app)
     setup_webchat(app)

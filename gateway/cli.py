@@ -17,7 +17,7 @@ def _serve(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from gateway.app import create_app
-    from gateway.logs import setup_logging
+    from gateway.ops.logs import setup_logging
 
     settings = Settings()
     updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
@@ -27,7 +27,7 @@ def _serve(args: argparse.Namespace) -> int:
     setup_logging(settings.log_level, settings.log_json)
     app = create_app(settings)
     if args.telegram_polling:
-        from gateway.polling import enable_telegram_polling
+        from gateway.web.polling import enable_telegram_polling
 
         enable_telegram_polling(app)
     url = f"http://{settings.host}:{settings.port}/"
@@ -43,7 +43,7 @@ def _worker(args: argparse.Namespace) -> int:
     from aiohttp import web
 
     from gateway.app import create_app
-    from gateway.logs import setup_logging
+    from gateway.ops.logs import setup_logging
 
     settings = Settings().model_copy(update={"run_workers": True})
     setup_logging(settings.log_level, settings.log_json)
@@ -117,7 +117,7 @@ def _db_upgrade(args: argparse.Namespace) -> int:
 
 
 def _operator_add(args: argparse.Namespace) -> int:
-    from gateway.accounts import add_operator
+    from gateway.domain.accounts import add_operator
 
     if args.password_stdin:
         password = sys.stdin.readline().rstrip("\n")
@@ -135,7 +135,7 @@ def _operator_add(args: argparse.Namespace) -> int:
 
 
 def _keywords_suggest(args: argparse.Namespace) -> int:
-    from gateway.keywords import suggest_command
+    from gateway.domain.keywords import suggest_command
 
     return asyncio.run(suggest_command(Settings(), args.min_count, sys.stdout))
 

@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import Channel
-from gateway.ingest import Ingestor
-from gateway.metrics import Metrics
+from gateway.ops.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
+from gateway.web.ingest import Ingestor
 
 SETTINGS = web.AppKey("settings", Settings)
 ENGINE = web.AppKey("engine", AsyncEngine)
@@ -26,5 +26,5 @@ INGESTOR = web.AppKey("ingestor", Ingestor)
 WAKE = web.AppKey("wake", asyncio.Event)
 OUTBOX_WAKE = web.AppKey("outbox_wake", asyncio.Event)
 CLASSIFIER = web.AppKey("classifier", object)  # nlp.classifier.Classifier or None
-SPEECH = web.AppKey("speech", object)  # gateway.speech.Speech or None
+SPEECH = web.AppKey("speech", object)  # gateway.workers.speech.Speech or None
 SERVICES = web.AppKey("services", Services)

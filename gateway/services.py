@@ -10,10 +10,10 @@ from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import Channel
-from gateway.metrics import Metrics
+from gateway.domain.texts import Texts
+from gateway.ops.metrics import Metrics
 from gateway.settings import Settings
-from gateway.texts import Texts
-from gateway.write_gate import WriteGate
+from store.write_gate import WriteGate
 
 
 @dataclass

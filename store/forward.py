@@ -1,6 +1,6 @@
 """Forwarding to the central PAHT store: the sink contract, signing, and the dead letters.
 
-A sink receives plain data (a JSON-ready dict built by `gateway.forwarding`) and either
+A sink receives plain data (a JSON-ready dict built by `gateway.workers.forwarder`) and either
 returns a `Delivered` or raises `DeliveryError` carrying its retry policy. Every delivery
 carries an idempotency key (our tracking code; `<code>:rating` for a rating), so a retry after
 a crash or a timeout never creates a second record on the central side.

@@ -120,8 +120,8 @@ async def gateway_client(aiohttp_client: Any) -> Callable[[Settings], Any]:
 async def drain(app: Any, rounds: int = 50) -> None:
     """Run the worker and the outbox sender until nothing is left to do."""
     from gateway.keys import SERVICES
-    from gateway.outbox import OutboxSender
-    from gateway.pipeline import Worker
+    from gateway.workers.outbox import OutboxSender
+    from gateway.workers.pipeline import Worker
 
     services = app[SERVICES]
     worker = Worker(services)

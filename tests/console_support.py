@@ -8,8 +8,8 @@ from typing import Any
 
 from sqlmodel import select
 
-from gateway import reports
-from gateway.accounts import hash_password
+from gateway.domain import reports
+from gateway.domain.accounts import hash_password
 from gateway.keys import SERVICES
 from store import repo
 from store.models import InboundEvent, Operator, OperatorAction, Report, utcnow

@@ -11,10 +11,10 @@ import pytest
 from sqlmodel import select
 
 from channels.base import OutboundMessage, SendError, SendResult
-from gateway.central import open311_status, poll_central
-from gateway.forwarding import Forwarder
 from gateway.keys import SERVICES
-from gateway.outbox import OutboxSender, release_held
+from gateway.web.central import open311_status, poll_central
+from gateway.workers.forwarder import Forwarder
+from gateway.workers.outbox import OutboxSender, release_held
 from store.central_models import CentralStatusEvent
 from store.forward import sign
 from store.models import Citizen, Conversation, Identity, Outbox, Report, ReportHistory, utcnow
@@ -261,7 +261,7 @@ async def test_window_closed_goes_by_sms_or_waits(settings_factory: Any,
     services.channels.update(facebook=facebook, sms=sms)  # type: ignore[dict-item]
     await seed_report(services, 1, channel="facebook", status="forwarded", confirm=False,
                       phone=phone)
-    from gateway.notify import apply_status
+    from gateway.domain.notify import apply_status
 
     async with services.sessions() as session:
         (report,) = (await session.exec(select(Report))).all()
@@ -310,7 +310,7 @@ async def test_open311_filed_report_is_told_on_the_citizens_chat(client: Any) ->
 
 
 async def test_event_dedup_on_both_databases(settings_factory: Any, db_url: str) -> None:
-    from gateway.central import apply_event
+    from gateway.web.central import apply_event
 
     try:
         from tests.fakes.central import clean_central_tables

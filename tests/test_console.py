@@ -292,7 +292,7 @@ async def test_a_race_lost_on_the_outbox_key_is_reported_as_stale(settings_facto
 
 
 def test_haversine_and_text_similarity() -> None:
-    from gateway.console.duplicates import haversine_m, text_similarity
+    from gateway.domain.duplicates import haversine_m, text_similarity
 
     # Two points 0.0005° of latitude apart are about 55.6 m apart.
     assert haversine_m(16.4637, 107.5909, 16.4642, 107.5909) == pytest.approx(55.6, abs=0.5)

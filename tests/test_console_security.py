@@ -20,9 +20,9 @@ from console_support import (
 )
 from yarl import URL
 
-from gateway.console import ROUTES
-from gateway.console.auth import COOKIE, LOGIN_COOKIE
 from gateway.keys import SERVICES
+from gateway.web.console import ROUTES
+from gateway.web.console.auth import COOKIE, LOGIN_COOKIE
 from store.models import Operator, OperatorAction
 
 PROTECTED = [r for r in ROUTES if r.role is not None]

@@ -8,8 +8,8 @@ from datetime import timedelta
 from sqlmodel import select
 
 from channels.web import session_token
-from gateway.jobs import close_expired_drafts
 from gateway.keys import SERVICES
+from gateway.workers.jobs import close_expired_drafts
 from store.models import Conversation, Report, utcnow
 
 SID = "window_session_0001"

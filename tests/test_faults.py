@@ -7,7 +7,7 @@
   every 200 is a stored row, and the gateway recovers by itself.
 - Outbound sends: SendError(retryable, retry_after), non-retryable, closed window, unknown
   exceptions and a real HTTP timeout against a stalling Graph API are retried or given up
-  exactly as gateway/outbox.py's policy says.
+  exactly as gateway/workers/outbox.py's policy says.
 - A poisoned event under the real Worker loop with several senders: parked with its error
   after worker_max_attempts, everyone else (its own sender's later messages too) processed.
 """
@@ -35,10 +35,10 @@ from sqlalchemy.engine import make_url
 from bench.common import channel_settings, external_id, signed
 from channels.base import Channel, InboundMessage, OutboundMessage, SendError, SendResult
 from channels.facebook import FacebookChannel
-from gateway import reports
+from gateway.domain import reports
 from gateway.keys import ENGINE, INGESTOR, SERVICES, SESSIONS
-from gateway.outbox import OutboxSender
-from gateway.pipeline import Worker
+from gateway.workers.outbox import OutboxSender
+from gateway.workers.pipeline import Worker
 from store.models import InboundEvent, Outbox, utcnow
 
 # -- helpers -------------------------------------------------------------------------------------
@@ -409,7 +409,7 @@ async def test_outbox_real_http_timeout_is_retried(settings_factory: Any,
 async def test_poisoned_event_is_parked_and_blocks_nobody(settings_factory: Any,
                                                           gateway_client: Any,
                                                           monkeypatch: pytest.MonkeyPatch) -> None:
-    from gateway.dialog import Dialog
+    from gateway.domain.dialog import Dialog
 
     client = await gateway_client(settings_factory(worker_max_attempts=3,
                                                    worker_poll_seconds=0.05))

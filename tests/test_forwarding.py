@@ -14,8 +14,8 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from gateway.forwarding import Forwarder, queue_new_ratings
-from gateway.privacy import pseudonym
+from gateway.ops.privacy import pseudonym
+from gateway.workers.forwarder import Forwarder, queue_new_ratings
 from store.central_models import CentralRating, CentralReport
 from store.db import create_engine, session_factory, sync_url
 from store.forward import dead_letters, requeue_dead
@@ -269,7 +269,7 @@ FORWARDER_SCRIPT = """
 import asyncio, sys
 sys.path.insert(0, sys.argv[4])
 from fakes.central import make_services
-from gateway.forwarding import Forwarder
+from gateway.workers.forwarder import Forwarder
 from gateway.settings import Settings
 
 async def main():

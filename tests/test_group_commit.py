@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 
 from channels.base import Attachment, GeoPoint, InboundMessage
-from gateway.codec import message_from_dict, message_to_dict
-from gateway.group_commit import GroupCommitter
-from gateway.ingest import Ingestor, message_row
-from gateway.metrics import Metrics
+from channels.codec import message_from_dict, message_to_dict
+from gateway.ops.metrics import Metrics
+from gateway.web.group_commit import GroupCommitter
+from gateway.web.ingest import Ingestor, message_row
 from store.db import create_engine, session_factory, sync_url
 
 WHEN = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)

@@ -7,8 +7,8 @@ import tomllib
 
 from console_support import add_operator, login, make_report, session_csrf
 
+from gateway.domain.keywords import load_corrections, suggest_command
 from gateway.keys import SERVICES
-from gateway.keywords import load_corrections, suggest_command
 
 # Three reports about a broken public clock the classifier does not know; an operator files
 # each one under a sector the classifier never proposed for them.

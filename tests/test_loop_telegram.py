@@ -15,9 +15,9 @@ import pytest
 from sqlmodel import select
 
 from channels.telegram import SECRET_HEADER
-from gateway import reports
-from gateway.forwarding import Forwarder, queue_new_ratings
+from gateway.domain import reports
 from gateway.keys import SERVICES
+from gateway.workers.forwarder import Forwarder, queue_new_ratings
 from store.forward import sign
 from store.models import Report, ReportHistory
 

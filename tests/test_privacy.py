@@ -9,8 +9,8 @@ import logging
 import pytest
 
 from channels.web import session_token
-from gateway.logs import _Formatter
-from gateway.privacy import mask_name, mask_phone, mask_urn, pseudonym, scrub
+from gateway.ops.logs import _Formatter
+from gateway.ops.privacy import mask_name, mask_phone, mask_urn, pseudonym, scrub
 
 
 @pytest.mark.parametrize(("raw", "masked"), [

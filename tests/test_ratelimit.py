@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from bench.common import channel_settings, signed
 from gateway.keys import METRICS, SESSIONS
-from gateway.ratelimit import (
+from gateway.web.ratelimit import (
     MAX_JSON_DEPTH,
     RateLimits,
     TokenBuckets,

@@ -17,10 +17,10 @@ import pytest
 from sqlalchemy.engine import make_url
 from sqlmodel import select
 
-from gateway.jobs import build_scheduler, make_forwarder
-from gateway.leader import Leader, lock_key
-from gateway.reminders import Deadlines, WorkCalendar, remind_operators, remind_supervisors
-from gateway.weekly import last_week_start, render_weekly, write_weekly
+from gateway.workers.jobs import build_scheduler, make_forwarder
+from gateway.workers.leader import Leader, lock_key
+from gateway.workers.reminders import Deadlines, WorkCalendar, remind_operators, remind_supervisors
+from gateway.workers.weekly import last_week_start, render_weekly, write_weekly
 from store.models import OperatorAction, ReportHistory, utcnow
 
 try:
@@ -185,7 +185,7 @@ async def test_one_leader_on_postgres(pg_url: str) -> None:
 
 CONTENDER = """
 import asyncio, sys
-from gateway.leader import Leader
+from gateway.workers.leader import Leader
 
 async def main():
     leader = Leader(sys.argv[1])

@@ -14,8 +14,8 @@ import sqlalchemy as sa
 from sqlmodel import select
 
 from gateway.keys import SERVICES
-from gateway.pipeline import Worker
 from gateway.services import Services
+from gateway.workers.pipeline import Worker
 from store import repo
 from store.db import create_engine, session_factory
 from store.models import Conversation, InboundEvent, Report, utcnow

@@ -19,7 +19,7 @@ from channels.base import Attachment, OutboundMessage, SendError
 from channels.twilio_common import sign
 from channels.voice import VoiceChannel
 from gateway.keys import CHANNELS, INGESTOR, SETTINGS, SPEECH
-from gateway.voice_stream import setup_voice_stream
+from gateway.web.voice_stream import setup_voice_stream
 from nlp.stt import Transcript
 
 try:
@@ -194,7 +194,7 @@ class FakeSpeech:
 
 
 class CollectingIngestor:
-    """Stands in for gateway.ingest.Ingestor: keeps what the route persists."""
+    """Stands in for gateway.web.ingest.Ingestor: keeps what the route persists."""
 
     def __init__(self) -> None:
         self.messages: list[Any] = []

@@ -191,7 +191,7 @@ async def test_upload_needs_a_session(settings_factory, gateway_client) -> None:
 
 async def test_failure_mid_pipeline_leaves_no_partial_report(
         settings_factory, gateway_client, drain_app, monkeypatch) -> None:
-    from gateway.dialog import Dialog
+    from gateway.domain.dialog import Dialog
 
     client = await gateway_client(settings_factory(worker_max_attempts=2))
     real = Dialog.handle
@@ -237,6 +237,6 @@ async def test_failure_mid_pipeline_leaves_no_partial_report(
     ("application/x-msdownload", False), ("application/zip", False),
 ])
 def test_media_type_allow_list(mime, ok) -> None:
-    from gateway.pipeline import media_type_allowed
+    from gateway.workers.pipeline import media_type_allowed
 
     assert media_type_allowed(mime) is ok

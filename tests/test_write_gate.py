@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from gateway.write_gate import WriteGate, maybe
+from store.write_gate import WriteGate, maybe
 
 
 async def test_urgent_overtakes_waiting_background() -> None:

@@ -200,9 +200,9 @@ def clean_central_tables(url: str, extra: tuple[str, ...] = ()) -> None:
 
 def make_services(settings: Any) -> Any:
     """Services on `settings` without the app (no channels, no classifier)."""
-    from gateway.metrics import Metrics
+    from gateway.domain.texts import Texts
+    from gateway.ops.metrics import Metrics
     from gateway.services import Services
-    from gateway.texts import Texts
     from store.db import create_engine, session_factory
 
     engine = create_engine(settings.database_url)
@@ -217,7 +217,7 @@ async def seed_report(services: Any, n: int, *, channel: str = "telegram",
                       consent: bool = False, phone: str | None = None,
                       **fields: Any) -> Any:
     """A citizen with an identity and a submitted report PA-2611-00000n, confirmed if asked."""
-    from gateway import reports
+    from gateway.domain import reports
     from store.models import Citizen, Identity, Report, utcnow
 
     sender = sender or f"{channel}:{1000 + n}"

@@ -1,5 +1,6 @@
 """Shared helpers of the channels' fixture tables (courier's way): run a raw request through
-verify → parse as gateway/routes.py does, and compare a message with a fixture's expectation."""
+verify → parse as gateway/web/webhooks.py does, and
+compare a message with a fixture's expectation."""
 
 from __future__ import annotations
 
@@ -11,7 +12,7 @@ from channels.base import Channel, InboundMessage, MalformedError, RawRequest, S
 
 
 def run_route(channel: Channel, raw: RawRequest) -> tuple[int, list[InboundMessage]]:
-    """What gateway/routes.py does: verify → parse, as (status, messages)."""
+    """What gateway/web/webhooks.py does: verify → parse, as (status, messages)."""
     try:
         channel.verify(raw)
     except SignatureError as exc:

@@ -188,7 +188,7 @@ def signed_request(fx: dict[str, Any], token: str = AUTH_TOKEN) -> tuple[RawRequ
 
 
 def run_channel(channel: Any, raw: RawRequest) -> tuple[int, list[InboundMessage], Any]:
-    """verify → parse → ack, answering as gateway/routes.py does."""
+    """verify → parse → ack, answering as gateway/web/webhooks.py does."""
     try:
         channel.verify(raw)
     except SignatureError as exc:

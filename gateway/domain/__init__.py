@@ -1,0 +1,1 @@
+"""The report's domain: life cycle, dialog, replies and texts, duplicates, accounts."""

@@ -1,0 +1,423 @@
+"""The one dialog every channel shares: join messages into a draft, ask for what is missing
+once, summarise, submit on confirmation (or when the window closes), answer commands.
+
+State lives in the `conversation` table, so it survives restarts and works with several
+gateway processes (the worker processes one event at a time per row lock/claim).
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+
+from sqlmodel import select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from channels.base import Attachment, Button, InboundMessage
+from gateway.domain import reports
+from gateway.domain.texts import fold
+from gateway.services import Services
+from gateway.workers import forwarder as forwarding
+from store import repo
+from store.models import Citizen, Conversation, Report, utcnow
+
+log = logging.getLogger("paht.dialog")
+
+CODE_RE = re.compile(r"\b([A-Za-z]{2,4}-\d{4}-\d{6})\b")
+# Channels where a citizen chats and can press "confirm"; the others submit without a summary.
+CHAT_CHANNELS = {"web", "telegram", "facebook", "zalo"}
+SMS_CHANNELS = {"sms", "voice"}  # answers go out as SMS
+CONFIRM, CANCEL = "confirm", "cancel"
+Handler = Callable[[AsyncSession, InboundMessage, "Conversation", str], Awaitable["Outcome"]]
+
+
+@dataclass
+class Reply:
+    """A message the dialog wants sent back on the citizen's channel."""
+
+    text: str
+    buttons: tuple[Button, ...] = ()
+
+
+@dataclass
+class Outcome:
+    """What handling one message did: replies, and the report it touched."""
+
+    replies: list[Reply] = field(default_factory=list)
+    report: Report | None = None
+    ignored: bool = False
+
+
+class Dialog:
+    """Handles one inbound message inside the caller's transaction."""
+
+    def __init__(self, services: Services) -> None:
+        self.s = services
+        self.t = services.texts
+        self.window = timedelta(minutes=services.settings.conversation_window_minutes)
+
+    # -- entry point ---------------------------------------------------------------------
+
+    async def handle(
+        self, session: AsyncSession, msg: InboundMessage, citizen: Citizen,
+        extra_attachments: list[dict] | None = None, transcript: str | None = None,
+        transcript_confidence: float | None = None, flags: list[str] | None = None,
+    ) -> Outcome:
+        """Decide what `msg` means and update the draft; returns the replies to send."""
+        conv = await self._conversation(session, msg, citizen)
+        folded = fold(msg.text)
+        if msg.kind in ("follow",):
+            return Outcome([Reply(self.t.get("dialog.welcome"))])
+        if msg.kind in ("unfollow", "status"):
+            return Outcome(ignored=True)
+        if msg.kind == "contact":
+            return await self._contact(session, msg, citizen)
+        command = self._command(msg, folded)
+        if command is not None:
+            return await command(session, msg, conv, folded)
+        draft = await self._open_draft(session, conv)
+        if conv.state == "rating" and folded in {"1", "2", "3", "4", "5"}:
+            return await self._rate(session, conv, int(folded))
+        has_content = bool(msg.text.strip() or msg.attachments or msg.location or transcript)
+        if draft is None and not has_content:
+            return Outcome([Reply(self.t.get("dialog.sticker"))], ignored=True)
+        if draft is None and msg.channel != "voice" and self._small_talk(folded):
+            key = "dialog.thanks" if folded in self.t.words("thanks") else "dialog.greeting"
+            return Outcome([Reply(self.t.get(key))], ignored=True)
+        if draft is None:
+            draft = await self._new_draft(session, msg, citizen, conv)
+        had_place = self._has_place(draft)
+        self._absorb(draft, msg, extra_attachments or [], transcript, transcript_confidence)
+        if flags:
+            draft.flags = sorted({*draft.flags, *flags})
+        abusive = self._abusive(folded)
+        if abusive and "abusive" not in draft.flags:
+            draft.flags = [*draft.flags, "abusive"]
+            citizen.abuse_flags += 1
+            session.add(citizen)
+        conv.last_activity_at = utcnow()
+        conv.expires_at = conv.last_activity_at + self.window
+        session.add(draft)
+        session.add(conv)
+        await session.flush()
+        prefix = [Reply(self.t.get("dialog.abuse_warning"))] if abusive else []
+        return await self._next_step(session, msg, conv, draft, prefix, had_place)
+
+    # -- steps ---------------------------------------------------------------------------
+
+    async def _next_step(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, draft: Report,
+        prefix: list[Reply], had_place: bool,
+    ) -> Outcome:
+        if msg.channel == "voice":
+            return await self._submit(session, conv, draft, prefix)
+        has_place = self._has_place(draft)
+        if not has_place and "place" not in conv.asked:
+            conv.asked = [*conv.asked, "place"]
+            conv.state = "collecting"
+            session.add(conv)
+            buttons = () if msg.channel in SMS_CHANNELS else (
+                Button(self.t.get("dialog.ask_place_button"), "location", "location"),)
+            text = self._text(msg.channel, "ask_place")
+            return Outcome([*prefix, Reply(text, buttons)], draft)
+        if msg.channel not in CHAT_CHANNELS:
+            # SMS: every message costs the citizen money — submit as soon as we have a place
+            # or after one question.
+            return await self._submit(session, conv, draft, prefix)
+        place_arrived = has_place and not had_place
+        if conv.state == "confirming" and not place_arrived:
+            return Outcome([*prefix, Reply(self.t.get("dialog.added"), self._confirm_buttons())],
+                           draft)
+        if not has_place and not msg.text.strip():
+            # A photo while we wait for the place: acknowledge it, the question stands.
+            return Outcome([*prefix, Reply(self.t.get("dialog.added"))], draft)
+        # The place arrived, or the citizen answered in words we could not place: summarise.
+        conv.state = "confirming"
+        session.add(conv)
+        return Outcome([*prefix, Reply(self._summary(draft), self._confirm_buttons())], draft)
+
+    async def _submit(
+        self, session: AsyncSession, conv: Conversation, draft: Report, prefix: list[Reply]
+    ) -> Outcome:
+        await reports.submit(session, self.s, draft)
+        conv.state = "idle"
+        conv.report_id = None
+        conv.asked = []
+        conv.expires_at = None
+        session.add(conv)
+        return Outcome([*prefix, Reply(self.submitted_text(draft))], draft)
+
+    def submitted_text(self, report: Report) -> str:
+        """The confirmation a citizen gets with the tracking code."""
+        if report.channel == "voice":
+            if "silent" in report.flags:
+                return self._text("voice", "voice_silent")
+            key = "voice_pending" if "transcript_pending" in report.flags else "voice_received"
+            return self._text("voice", key, code=report.code)
+        key = "submitted_urgent" if report.urgent else "submitted"
+        return self._text(report.channel, key, code=report.code)
+
+    def _text(self, channel: str, name: str, **values: object) -> str:
+        """A dialog text, in its short SMS form when the answer goes by SMS."""
+        if channel in SMS_CHANNELS and name in self.t.data.get("sms", {}):
+            return self.t.get(f"sms.{name}", **values)
+        return self.t.get(f"dialog.{name}", **values)
+
+    async def close_expired(self, session: AsyncSession, conv: Conversation) -> Outcome:
+        """Submit the draft of a conversation whose window has closed."""
+        draft = await self._open_draft(session, conv, allow_expired=True)
+        if draft is None or (not reports.report_text(draft) and not draft.attachments):
+            conv.state, conv.report_id, conv.asked, conv.expires_at = "idle", None, [], None
+            session.add(conv)
+            if draft is not None:
+                draft.status, draft.flags = "rejected", [*draft.flags, "empty_draft"]
+                session.add(draft)
+            return Outcome(ignored=True)
+        return await self._submit(session, conv, draft, [])
+
+    # -- commands ------------------------------------------------------------------------
+
+    def _command(self, msg: InboundMessage, folded: str) -> Handler | None:
+        if msg.kind == "postback" and msg.postback:
+            if msg.postback == CONFIRM:
+                return self._cmd_confirm
+            if msg.postback == CANCEL:
+                return self._cmd_cancel
+            if msg.postback.startswith("rate:"):
+                return self._cmd_rate
+            if msg.postback == "location":
+                return None
+        head = folded.split(" ", 1)[0] if folded else ""
+        two = " ".join(folded.split(" ")[:2])
+        if folded in self.t.words("help"):
+            return self._cmd_help
+        status_words = self.t.words("status")
+        if (head in status_words or two in status_words) and (
+            CODE_RE.search(msg.text) or folded in status_words
+        ):
+            return self._cmd_status
+        if CODE_RE.fullmatch(msg.text.strip()):
+            return self._cmd_status
+        if folded in self.t.words("cancel"):
+            return self._cmd_cancel
+        if folded in self.t.words("phone"):
+            return self._cmd_phone
+        if folded in self.t.words("confirm"):
+            return self._cmd_confirm_word
+        return None
+
+    async def _cmd_help(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
+        return Outcome([Reply(self.t.get("dialog.help"))], ignored=True)
+
+    async def _cmd_status(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
+        match = CODE_RE.search(msg.text)
+        if match is None:
+            return Outcome([Reply(self.t.get("dialog.status_usage"))], ignored=True)
+        report = await reports.find_by_code(session, match.group(1))
+        if report is None:
+            text = self.t.get("dialog.status_not_found", code=match.group(1).upper())
+            return Outcome([Reply(text)], ignored=True)
+        return Outcome([Reply(reports.status_text(self.s, report))], ignored=True)
+
+    async def _cmd_cancel(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
+        draft = await self._open_draft(session, conv)
+        if draft is None:
+            return Outcome([Reply(self.t.get("dialog.nothing_to_cancel"))], ignored=True)
+        draft.status = "rejected"
+        draft.flags = [*draft.flags, "cancelled_by_citizen"]
+        session.add(draft)
+        conv.state, conv.report_id, conv.asked, conv.expires_at = "idle", None, [], None
+        session.add(conv)
+        return Outcome([Reply(self.t.get("dialog.cancelled"))], draft)
+
+    async def _cmd_phone(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
+        button = Button(self.t.get("dialog.ask_phone_button"), "phone", "contact")
+        return Outcome([Reply(self.t.get("dialog.ask_phone"), (button,))], ignored=True)
+
+    async def _cmd_confirm(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
+        draft = await self._open_draft(session, conv, allow_expired=True)
+        if draft is None:
+            return Outcome([Reply(self.t.get("dialog.nothing_to_cancel"))], ignored=True)
+        return await self._submit(session, conv, draft, [])
+
+    async def _cmd_confirm_word(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
+        if conv.state == "confirming" and await self._open_draft(session, conv) is not None:
+            return await self._cmd_confirm(session, msg, conv, folded)
+        if conv.state == "rating" and folded in {"1", "2", "3", "4", "5"}:
+            return await self._rate(session, conv, int(folded))
+        # "ok"/"có" outside a confirmation is small talk, not a report.
+        return Outcome([Reply(self.t.get("dialog.greeting"))], ignored=True)
+
+    async def _cmd_rate(
+        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
+    ) -> Outcome:
+        try:
+            value = int((msg.postback or "").split(":")[1])
+        except (IndexError, ValueError):
+            return Outcome(ignored=True)
+        return await self._rate(session, conv, value)
+
+    async def _rate(self, session: AsyncSession, conv: Conversation, value: int) -> Outcome:
+        if not 1 <= value <= 5 or conv.report_id is None:
+            return Outcome(ignored=True)
+        report = await session.get(Report, conv.report_id)
+        if report is None:
+            return Outcome(ignored=True)
+        report.rating = value
+        report.updated_at = utcnow()
+        session.add(report)
+        reports.add_history(session, report, report.status, note=f"rating={value}",
+                            source="citizen")
+        await forwarding.queue_rating(session, report)  # the centre gets the rating too
+        conv.state, conv.report_id = "idle", None
+        session.add(conv)
+        return Outcome([Reply(self.t.get("notify.rated"))], report)
+
+    async def _contact(
+        self, session: AsyncSession, msg: InboundMessage, citizen: Citizen
+    ) -> Outcome:
+        if not msg.contact_phone:
+            return Outcome([Reply(self.t.get("dialog.phone_not_own"))], ignored=True)
+        return Outcome([Reply(self.t.get("dialog.phone_saved", phone=msg.contact_phone))],
+                       ignored=True)
+
+    # -- helpers -------------------------------------------------------------------------
+
+    async def _conversation(
+        self, session: AsyncSession, msg: InboundMessage, citizen: Citizen
+    ) -> Conversation:
+        stmt = select(Conversation).where(Conversation.sender == msg.sender)
+        if repo.dialect_name(session) == "postgresql":
+            # Another gateway process may be handling this citizen's previous message: wait
+            # for it, then read the draft it left (SQLite has a single writer anyway).
+            stmt = stmt.with_for_update()
+        conv = (await session.exec(stmt)).first()
+        if conv is None:
+            conv = Conversation(sender=msg.sender, channel=msg.channel, citizen_id=citizen.id or 0)
+            session.add(conv)
+            await session.flush()
+        elif conv.citizen_id != citizen.id:
+            conv.citizen_id = citizen.id or 0
+            session.add(conv)
+        return conv
+
+    async def _open_draft(
+        self, session: AsyncSession, conv: Conversation, allow_expired: bool = False
+    ) -> Report | None:
+        if conv.report_id is None or conv.state == "rating":
+            return None
+        report = await session.get(Report, conv.report_id)
+        if report is None or report.status != "draft":
+            return None
+        if not allow_expired and conv.expires_at is not None and conv.expires_at < utcnow():
+            # The window closed but the expiry job has not run yet: submit it now, and the
+            # new message starts a new draft.
+            await reports.submit(session, self.s, report)
+            conv.state, conv.report_id, conv.asked, conv.expires_at = "idle", None, [], None
+            session.add(conv)
+            return None
+        return report
+
+    async def _new_draft(
+        self, session: AsyncSession, msg: InboundMessage, citizen: Citizen, conv: Conversation
+    ) -> Report:
+        draft = Report(
+            channel=msg.channel, citizen_id=citizen.id or 0, sender=msg.sender, status="draft"
+        )
+        session.add(draft)
+        await session.flush()
+        conv.report_id = draft.id
+        conv.state = "collecting"
+        conv.asked = []
+        return draft
+
+    def _absorb(
+        self, draft: Report, msg: InboundMessage, attachments: list[dict],
+        transcript: str | None, confidence: float | None,
+    ) -> None:
+        text = msg.text.strip()
+        if msg.kind == "edit" and draft.text and "\n" not in draft.text:
+            draft.text = text  # an edit of the only message so far replaces it
+        elif text and msg.postback is None:
+            draft.text = f"{draft.text}\n{text}" if draft.text else text
+        if transcript is not None:
+            draft.transcript = (
+                f"{draft.transcript}\n{transcript}" if draft.transcript else transcript
+            )
+            draft.transcript_confidence = confidence
+        if attachments:
+            draft.attachments = [*draft.attachments, *attachments]
+        if msg.location is not None:
+            draft.lat, draft.lon = msg.location.lat, msg.location.lon
+            if msg.location.address:
+                draft.address = msg.location.address
+        if not draft.address and self.s.classifier is not None and text:
+            place = self.s.classifier.classify(text).address
+            if place:
+                draft.address = place
+        draft.updated_at = utcnow()
+
+    def _has_place(self, draft: Report) -> bool:
+        return draft.lat is not None or bool(draft.address)
+
+    def _small_talk(self, folded: str) -> bool:
+        if not folded:
+            return False
+        if folded in self.t.words("greetings") or folded in self.t.words("thanks"):
+            return True
+        words = folded.split()
+        if len(words) <= 4 and self.s.classifier is not None:
+            result = self.s.classifier.classify(folded)
+            # Greetings and thanks match only `khac` phrases; any real sector phrase means
+            # the citizen is reporting something, however short.
+            return result.sector == "khac" and all(m.sector == "khac" for m in result.matches)
+        return False
+
+    def _abusive(self, folded: str) -> bool:
+        words = set(folded.split())
+        return any((" " in bad and bad in folded) or bad in words for bad in self.t.words("abuse"))
+
+    def _confirm_buttons(self) -> tuple[Button, ...]:
+        return (
+            Button(self.t.get("dialog.confirm_button"), CONFIRM),
+            Button(self.t.get("dialog.cancel_button"), CANCEL),
+        )
+
+    def _summary(self, draft: Report) -> str:
+        sector = "đang phân loại"
+        clf = self.s.classifier
+        if clf is not None:
+            result = clf.classify(reports.report_text(draft))
+            sector = clf.sectors[result.sector].name if result.sector in clf.sectors else sector
+        place = draft.address or (
+            f"{draft.lat:.5f}, {draft.lon:.5f}" if draft.lat is not None and draft.lon is not None
+            else self.t.get("dialog.place_unknown"))
+        media = (self.t.get("dialog.media_count", count=len(draft.attachments))
+                 if draft.attachments else self.t.get("dialog.media_none"))
+        return self.t.get("dialog.summary", text=reports.report_text(draft) or "…",
+                          sector=sector, place=place, media=media)
+
+
+def attachment_record(att: Attachment, local_path: str | None, error: str | None = None) -> dict:
+    """How an attachment is kept on the report."""
+    record = {"kind": att.kind, "url": att.url, "mime": att.mime, "name": att.name}
+    if local_path:
+        record["path"] = local_path
+    if error:
+        record["error"] = error
+    return record

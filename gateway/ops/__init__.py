@@ -1,0 +1,1 @@
+"""Operations: JSON logs with masking, Prometheus metrics, privacy helpers."""

@@ -1,0 +1,183 @@
+"""The report page: the citizen's messages, place, the classifier's reasons, history, actions."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from gateway.domain.duplicates import find_candidates
+from gateway.domain.reports import report_text
+from gateway.keys import SERVICES
+from gateway.ops.privacy import mask_phone, mask_urn, pseudonym
+from gateway.services import Services
+from gateway.web.console.auth import now, operator_of
+from gateway.web.console.render import duration, highlight, render
+from store.models import (
+    Citizen,
+    Classification,
+    InboundEvent,
+    Operator,
+    OperatorAction,
+    Report,
+    ReportHistory,
+)
+
+log = logging.getLogger("paht.console")
+
+FLASH = {
+    "confirmed": "Đã xác nhận phản ánh và đưa vào hàng chuyển cơ quan xử lý.",
+    "sector": "Đã đổi lĩnh vực và xác nhận phản ánh.",
+    "sector_only": "Đã đổi lĩnh vực.",
+    "urgency": "Đã cập nhật mức khẩn.",
+    "note": "Đã lưu ghi chú.",
+    "reply": "Đã gửi trả lời cho công dân.",
+    "rejected": "Đã đánh dấu không tiếp nhận và báo cho công dân.",
+    "merged": "Đã gộp vào phản ánh gốc; công dân sẽ nhận thông báo của phản ánh gốc.",
+    "stale": "Phản ánh đã được xử lý trước đó (có thể bởi cán bộ khác).",
+    "invalid": "Dữ liệu không hợp lệ.",
+}
+
+
+@dataclass
+class Message:
+    """One inbound message of the report, with its media resolved to local URLs."""
+
+    event: InboundEvent
+    text: str
+    kind: str
+    media: list[dict[str, Any]] = field(default_factory=list)
+    location: dict[str, Any] | None = None
+    postback: str | None = None
+
+
+def media_url(att: dict[str, Any]) -> str | None:
+    """The /media URL of a stored attachment, if it was downloaded."""
+    path = att.get("path")
+    return f"/media/{path}" if path else None
+
+
+def messages_of(report: Report, events: list[InboundEvent]) -> tuple[list[Message], list[dict]]:
+    """The report's messages in order and the attachments that belong to no message."""
+    by_url = {a.get("url"): a for a in report.attachments}
+    used: set[int] = set()
+    out: list[Message] = []
+    for event in events:
+        data = event.message or {}
+        media = []
+        for att in data.get("attachments") or []:
+            stored = by_url.get(att.get("url"), att)
+            used.add(id(stored))
+            media.append({**stored, "src": media_url(stored)})
+        out.append(Message(event, str(data.get("text") or ""), str(data.get("kind") or ""),
+                           media, data.get("location"), data.get("postback")))
+    rest = [{**a, "src": media_url(a)} for a in report.attachments if id(a) not in used]
+    return out, rest
+
+
+def can_see_phone(op: Operator) -> bool:
+    """Supervisors and admins see phone numbers; operators must ask (and it is logged)."""
+    return op.role in ("supervisor", "admin")
+
+
+def citizen_view(services: Services, report: Report, citizen: Citizen | None,
+                 op: Operator, revealed: bool) -> dict[str, Any]:
+    """Who wrote: pseudonym always; the phone masked unless the operator may see it."""
+    show = revealed or can_see_phone(op)
+    phone = citizen.phone if citizen else None
+    if phone is None and report.sender.startswith("tel:"):
+        phone = report.sender[4:]
+    return {
+        "pseudonym": pseudonym(report.citizen_id, services.settings.session_secret),
+        "name": citizen.display_name if citizen else None,
+        "consent": bool(citizen and citizen.consent_share_identity),
+        "phone": (phone if show else mask_phone(phone)) if phone else None,
+        "phone_hidden": bool(phone) and not show,
+        "sender": report.sender if show else mask_urn(report.sender)
+        if report.sender.startswith("tel:") else report.sender,
+    }
+
+
+async def load_report(db: AsyncSession, report_id: str) -> Report:
+    """The report with this id, or 404."""
+    try:
+        rid = int(report_id)
+    except ValueError as exc:
+        raise web.HTTPNotFound() from exc
+    report = await db.get(Report, rid)
+    if report is None or report.status == "draft":
+        raise web.HTTPNotFound()
+    return report
+
+
+def agency_of(services: Services, sector: str | None, text: str) -> str | None:
+    """The agency the sector routes this text to."""
+    clf = services.classifier
+    if clf is None or not sector or sector not in clf.sectors:
+        return None
+    try:
+        return str(clf.route(sector, text).agency)
+    except Exception:
+        return str(clf.sectors[sector].agency)
+
+
+async def report_page(request: web.Request, revealed: bool = False) -> web.StreamResponse:
+    """The full page of one report."""
+    services = request.app[SERVICES]
+    op = operator_of(request)
+    async with services.sessions() as db:
+        report = await load_report(db, request.match_info["id"])
+        citizen = await db.get(Citizen, report.citizen_id)
+        events = list((await db.exec(
+            select(InboundEvent).where(InboundEvent.report_id == report.id)
+            .order_by(col(InboundEvent.received_at), col(InboundEvent.id))
+        )).all())
+        history = (await db.exec(
+            select(ReportHistory).where(ReportHistory.report_id == report.id)
+            .order_by(col(ReportHistory.at), col(ReportHistory.id))
+        )).all()
+        actions = (await db.exec(
+            select(OperatorAction, Operator.username)
+            .join(Operator, col(Operator.id) == col(OperatorAction.operator_id), isouter=True)
+            .where(OperatorAction.report_id == report.id)
+            .order_by(col(OperatorAction.at), col(OperatorAction.id))
+        )).all()
+        verdict = (await db.exec(
+            select(Classification).where(Classification.report_id == report.id)
+            .order_by(col(Classification.id).desc()).limit(1)
+        )).first()
+        candidates = await find_candidates(db, services, report)
+        original = await db.get(Report, report.duplicate_of) if report.duplicate_of else None
+    text = report_text(report)
+    messages, loose = messages_of(report, events)
+    sla = timedelta(minutes=services.settings.console_sla_minutes)
+    deadline = (report.submitted_at or report.created_at) + sla
+    clf = services.classifier
+    return render(
+        request, "report.html", report=report, messages=messages, loose_media=loose,
+        citizen=citizen_view(services, report, citizen, op, revealed),
+        segments=highlight(text, report.matches), verdict=verdict, history=history,
+        actions=actions, candidates=candidates, original=original,
+        agency=report.agency or agency_of(services, report.sector, text),
+        sectors=dict(clf.sectors) if clf is not None else {},
+        subscribers=[f.split(":", 1)[1] for f in report.flags if f.startswith("subscriber:")],
+        flash=FLASH.get(request.query.get("done", "")), deadline=deadline,
+        overdue=deadline < now(), remaining=duration(deadline - now()),
+    )
+
+
+async def reveal_phone(request: web.Request) -> web.StreamResponse:
+    """Show the citizen's phone number to an operator, and log that it was shown."""
+    services = request.app[SERVICES]
+    op = operator_of(request)
+    async with services.sessions() as db:
+        report = await load_report(db, request.match_info["id"])
+        db.add(OperatorAction(report_id=report.id, operator_id=op.id, action="reveal_phone",
+                              note="Xem số điện thoại của công dân"))
+        await db.commit()
+    return await report_page(request, revealed=True)

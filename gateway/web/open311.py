@@ -1,0 +1,297 @@
+"""Open311 GeoReport v2 under /open311/v2/ (http://wiki.open311.org/GeoReport_v2).
+
+Field names and types follow the spec, because real clients (FixMyStreet's Open311 module,
+mobile apps) break on less: ids are strings, `metadata` is a boolean, `lat`/`long` are numbers,
+datetimes are W3C in UTC, errors are `[{"code", "description"}]`. The citizen's phone and name
+are never exposed here.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from xml.etree import ElementTree as ET
+
+import phonenumbers
+from aiohttp import web
+from sqlmodel import col, select
+
+from gateway.domain import reports
+from gateway.keys import SERVICES
+from gateway.services import Services
+from store import repo
+from store.models import Report, ReportHistory, utcnow
+
+PREFIX = "/open311/v2"
+OPEN_STATUSES = {"submitted", "confirmed", "forwarded", "in_progress"}
+CLOSED_STATUSES = {"resolved", "rejected"}
+MAX_RESULTS = 1000
+
+
+def w3c(when: datetime | None) -> str | None:
+    """W3C datetime in UTC, e.g. 2026-11-22T03:04:05Z."""
+    if when is None:
+        return None
+    return when.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_w3c(value: str) -> datetime:
+    """Parse a W3C datetime (a date alone means midnight UTC)."""
+    value = value.strip().replace("Z", "+00:00").replace(" ", "+")
+    parsed = datetime.fromisoformat(value)
+    return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
+
+
+def _xml(root: str, item: str, rows: list[dict[str, Any]]) -> str:
+    top = ET.Element(root)
+    for row in rows:
+        node = ET.SubElement(top, item)
+        for key, value in row.items():
+            child = ET.SubElement(node, key)
+            if isinstance(value, list):
+                child.text = ",".join(str(v) for v in value)
+            elif isinstance(value, bool):
+                child.text = "true" if value else "false"
+            elif value is not None:
+                child.text = str(value)
+    return '<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(top, encoding="unicode")
+
+
+def respond(fmt: str, root: str, item: str, rows: list[dict[str, Any]], status: int = 200
+            ) -> web.Response:
+    """Answer in JSON or XML, as the URL's extension asked."""
+    if fmt == "xml":
+        return web.Response(text=_xml(root, item, rows), status=status,
+                            content_type="text/xml", charset="utf-8")
+    return web.json_response(rows, status=status)
+
+
+def error(fmt: str, status: int, description: str) -> web.Response:
+    """The spec's error list."""
+    return respond(fmt, "errors", "error", [{"code": status, "description": description}], status)
+
+
+def _fmt(request: web.Request) -> str:
+    fmt = request.match_info.get("fmt", "json")
+    if fmt not in ("json", "xml"):
+        raise web.HTTPNotFound()
+    return fmt
+
+
+async def _params(request: web.Request) -> dict[str, str]:
+    params = dict(request.query)
+    if request.method == "POST" and request.can_read_body:
+        form = await request.post()
+        params.update({k: str(v) for k, v in form.items() if isinstance(v, str)})
+    return params
+
+
+def _jurisdiction_ok(services: Services, params: dict[str, str]) -> bool:
+    given = params.get("jurisdiction_id")
+    return not given or given == services.settings.open311_jurisdiction_id
+
+
+def _services_rows(services: Services) -> list[dict[str, Any]]:
+    clf = services.classifier
+    if clf is None:
+        return []
+    return [
+        {
+            "service_code": s.code,
+            "service_name": s.name,
+            "description": s.description,
+            "metadata": False,
+            "type": "realtime",
+            "keywords": [],
+            "group": s.agency,
+        }
+        for s in clf.sectors.values()
+    ]
+
+
+def request_row(services: Services, report: Report, notes: str | None) -> dict[str, Any]:
+    """One report as a GeoReport v2 service request (no personal data)."""
+    base = services.settings.public_base_url.rstrip("/")
+    media = next((a for a in report.attachments if a.get("kind") == "image" and a.get("path")),
+                 None)
+    clf = services.classifier
+    name = clf.sectors[report.sector].name if clf and report.sector in clf.sectors else None
+    return {
+        "service_request_id": report.code,
+        "status": "closed" if report.status in CLOSED_STATUSES else "open",
+        "status_notes": notes,
+        "service_name": name,
+        "service_code": report.sector,
+        "description": reports.report_text(report),
+        "agency_responsible": report.agency,
+        "service_notice": None,
+        "requested_datetime": w3c(report.submitted_at or report.created_at),
+        "updated_datetime": w3c(report.updated_at),
+        "expected_datetime": None,
+        "address": report.address,
+        "address_id": None,
+        "zipcode": None,
+        "lat": report.lat,
+        "long": report.lon,
+        "media_url": f"{base}/media/{media['path']}" if media else None,
+    }
+
+
+async def _notes(session: Any, ids: list[int]) -> dict[int, str]:
+    if not ids:
+        return {}
+    rows = (await session.exec(
+        select(ReportHistory).where(col(ReportHistory.report_id).in_(ids),
+                                    col(ReportHistory.note).is_not(None))
+        .order_by(col(ReportHistory.id))
+    )).all()
+    return {r.report_id: r.note for r in rows if r.note and not r.note.startswith("rating=")}
+
+
+async def list_services(request: web.Request) -> web.Response:
+    """GET services.(json|xml): one service per sector code."""
+    fmt = _fmt(request)
+    services = request.app[SERVICES]
+    if not _jurisdiction_ok(services, dict(request.query)):
+        return error(fmt, 404, "jurisdiction_id not found")
+    return respond(fmt, "services", "service", _services_rows(services))
+
+
+async def service_definition(request: web.Request) -> web.Response:
+    """GET services/{code}.(json|xml): no extra attributes (metadata is false)."""
+    fmt = _fmt(request)
+    services = request.app[SERVICES]
+    code = request.match_info["code"]
+    if services.classifier is None or code not in services.classifier.sectors:
+        return error(fmt, 404, f"service_code {code} not found")
+    body = {"service_code": code, "attributes": []}
+    if fmt == "xml":
+        return respond(fmt, "service_definition", "service", [body])
+    return web.json_response(body)
+
+
+async def list_requests(request: web.Request) -> web.Response:
+    """GET requests.(json|xml) with service_request_id, service_code, status, dates."""
+    fmt = _fmt(request)
+    services = request.app[SERVICES]
+    params = dict(request.query)
+    if not _jurisdiction_ok(services, params):
+        return error(fmt, 404, "jurisdiction_id not found")
+    stmt = select(Report).where(col(Report.code).is_not(None), Report.status != "draft")
+    if params.get("service_request_id"):
+        codes = [c.strip().upper() for c in params["service_request_id"].split(",") if c.strip()]
+        stmt = stmt.where(col(Report.code).in_(codes))
+    else:
+        try:
+            end = parse_w3c(params["end_date"]) if params.get("end_date") else utcnow()
+            start = (parse_w3c(params["start_date"]) if params.get("start_date")
+                     else end - timedelta(days=90))
+        except ValueError:
+            return error(fmt, 400, "start_date and end_date must be W3C datetimes")
+        stmt = stmt.where(col(Report.submitted_at) >= start, col(Report.submitted_at) <= end)
+        if params.get("service_code"):
+            stmt = stmt.where(col(Report.sector).in_(params["service_code"].split(",")))
+        status = params.get("status", "")
+        wanted: set[str] = set()
+        for part in filter(None, status.split(",")):
+            if part not in ("open", "closed"):
+                return error(fmt, 400, "status must be open or closed")
+            wanted |= OPEN_STATUSES if part == "open" else CLOSED_STATUSES
+        if wanted:
+            stmt = stmt.where(col(Report.status).in_(wanted))
+    stmt = stmt.order_by(col(Report.submitted_at).desc()).limit(MAX_RESULTS)
+    async with services.sessions() as session:
+        rows = (await session.exec(stmt)).all()
+        notes = await _notes(session, [r.id for r in rows if r.id])
+    return respond(fmt, "service_requests", "request",
+                   [request_row(services, r, notes.get(r.id or 0)) for r in rows])
+
+
+async def get_request(request: web.Request) -> web.Response:
+    """GET requests/{id}.(json|xml)."""
+    fmt = _fmt(request)
+    services = request.app[SERVICES]
+    if not _jurisdiction_ok(services, dict(request.query)):
+        return error(fmt, 404, "jurisdiction_id not found")
+    async with services.sessions() as session:
+        report = await reports.find_by_code(session, request.match_info["id"])
+        if report is None or report.status == "draft":
+            return error(fmt, 404, "service_request_id not found")
+        notes = await _notes(session, [report.id or 0])
+    return respond(fmt, "service_requests", "request",
+                   [request_row(services, report, notes.get(report.id or 0))])
+
+
+async def create_request(request: web.Request) -> web.Response:
+    """POST requests.(json|xml): a report from a third-party app or portal (api_key needed)."""
+    fmt = _fmt(request)
+    services = request.app[SERVICES]
+    params = await _params(request)
+    keys = services.settings.open311_api_keys
+    key = params.get("api_key", "")
+    if not key or not any(hmac.compare_digest(key, k) for k in keys):
+        return error(fmt, 403, "api_key is missing or not valid")
+    if not _jurisdiction_ok(services, params):
+        return error(fmt, 404, "jurisdiction_id not found")
+    code = params.get("service_code", "")
+    if services.classifier is not None and code not in services.classifier.sectors:
+        return error(fmt, 400, "service_code is missing or not valid")
+    try:
+        lat = float(params["lat"]) if params.get("lat") else None
+        lon = float(params["long"]) if params.get("long") else None
+    except ValueError:
+        return error(fmt, 400, "lat and long must be numbers")
+    if (lat is None) != (lon is None) or (lat is not None and not (-90 <= lat <= 90)):
+        return error(fmt, 400, "lat and long must be given together and be valid")
+    address = params.get("address_string") or None
+    if lat is None and not address:
+        return error(fmt, 400, "a location is required: lat and long, or address_string")
+    description = (params.get("description") or "").strip()[:4000]
+    sender, phone = _requester(key, params)
+    async with services.sessions() as session:
+        citizen = await repo.resolve_citizen(session, sender, "open311", phone=phone,
+                                             seen_at=utcnow())
+        report = Report(channel="open311", citizen_id=citizen.id or 0, sender=sender,
+                        text=description, lat=lat, lon=lon, address=address)
+        if params.get("media_url"):
+            report.attachments = [{"kind": "image", "url": params["media_url"]}]
+        session.add(report)
+        await session.flush()
+        await reports.submit(session, services, report)
+        if code and report.sector != code:
+            # The requester chose the service: it wins over the classifier's guess.
+            report.runner_up, report.sector = report.sector, code
+            report.agency = services.classifier.route(code, description).agency
+            session.add(report)
+        await session.commit()
+    return respond(fmt, "service_requests", "request",
+                   [{"service_request_id": report.code, "service_notice": None,
+                     "account_id": params.get("account_id")}])
+
+
+def _requester(api_key: str, params: dict[str, str]) -> tuple[str, str | None]:
+    phone = None
+    if params.get("phone"):
+        try:
+            parsed = phonenumbers.parse(params["phone"], "VN")
+            if phonenumbers.is_valid_number(parsed):
+                phone = phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+        except phonenumbers.NumberParseException:
+            phone = None
+    if phone:
+        return f"tel:{phone}", phone
+    who = params.get("email") or params.get("device_id") or params.get("account_id") or "anon"
+    digest = hashlib.sha256(f"{api_key}:{who}".encode()).hexdigest()[:16]
+    return f"open311:{digest}", None
+
+
+def setup_open311(app: web.Application) -> None:
+    """Register the GeoReport v2 routes."""
+    r = app.router
+    r.add_get(PREFIX + "/services.{fmt}", list_services)
+    r.add_get(PREFIX + "/services/{code}.{fmt}", service_definition)
+    r.add_get(PREFIX + "/requests.{fmt}", list_requests)
+    r.add_post(PREFIX + "/requests.{fmt}", create_request)
+    r.add_get(PREFIX + "/requests/{id}.{fmt}", get_request)

@@ -1,0 +1,105 @@
+"""Scheduled work (APScheduler 3.x `AsyncIOScheduler`).
+
+Close expired drafts, refresh provider tokens, deliver forward rows to the central system,
+queue new ratings for forwarding, poll the Open311 central endpoint for status changes,
+remind operators and supervisors, and write the weekly summary (Monday 07:00 local time).
+Only the leading process runs them (gateway/workers/leader.py); the forward rows are also claimed
+with SKIP LOCKED, so a second runner could never deliver a row twice anyway.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from apscheduler.schedulers.asyncio import AsyncIOScheduler
+from sqlmodel import col, select
+
+from gateway.domain import reports
+from gateway.domain.dialog import Dialog
+from gateway.services import Services
+from gateway.web.central import poll_central
+from gateway.workers.forwarder import Forwarder, queue_new_ratings
+from gateway.workers.reminders import remind_operators, remind_supervisors
+from gateway.workers.weekly import weekly_summary
+from store.models import Conversation, utcnow
+
+log = logging.getLogger("paht.jobs")
+
+
+async def close_expired_drafts(services: Services) -> int:
+    """Submit drafts whose conversation window has closed; tell the citizen the code."""
+    dialog = Dialog(services)
+    closed = 0
+    async with services.sessions() as session:
+        stmt = (
+            select(Conversation)
+            .where(col(Conversation.expires_at) < utcnow(),
+                   col(Conversation.report_id).is_not(None))
+            .limit(100)
+        )
+        for conv in (await session.exec(stmt)).all():
+            outcome = await dialog.close_expired(session, conv)
+            for n, reply in enumerate(outcome.replies):
+                report = outcome.report
+                await reports.queue_message(
+                    session, services, channel=conv.channel, recipient=conv.sender,
+                    text=reply.text, report_id=report.id if report else None,
+                    dedup_key=f"expired:{report.id if report else conv.id}:{n}",
+                )
+            closed += 0 if outcome.ignored else 1
+        await session.commit()
+    if closed:
+        log.info("closed expired drafts", extra={"count": closed})
+    return closed
+
+
+async def refresh_channel_tokens(services: Services) -> None:
+    """Rotate provider tokens that are about to expire (Zalo)."""
+    for channel in services.channels.values():
+        refresh = getattr(channel, "refresh_if_expiring", None)
+        if refresh is not None:
+            try:
+                await refresh()
+            except Exception:
+                log.exception("token refresh failed", extra={"channel": channel.name})
+
+
+def make_forwarder(services: Services) -> Forwarder | None:
+    """The Forwarder for the configured sink, or None (logged) when it is misconfigured."""
+    try:
+        return Forwarder(services)
+    except ValueError:
+        log.exception("forwarding disabled: sink misconfigured",
+                      extra={"sink": services.settings.forward_sink})
+        return None
+
+
+async def remind(services: Services) -> None:
+    """Operators (console SLA) and supervisors (agency deadlines)."""
+    await remind_operators(services)
+    await remind_supervisors(services)
+
+
+def build_scheduler(services: Services, forwarder: Forwarder | None = None) -> AsyncIOScheduler:
+    """The scheduler with every periodic job registered (not started)."""
+    scheduler = AsyncIOScheduler(timezone="UTC")
+    common = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
+    scheduler.add_job(close_expired_drafts, "interval", seconds=30, args=[services],
+                      id="close_expired_drafts", **common)
+    scheduler.add_job(refresh_channel_tokens, "interval", minutes=10, args=[services],
+                      id="refresh_channel_tokens", **common)
+    if forwarder is not None:
+        scheduler.add_job(forwarder.run_until_idle, "interval", seconds=5,
+                          id="deliver_forwards", **common)
+        if services.settings.forward_sink == "open311":
+            scheduler.add_job(poll_central, "interval",
+                              seconds=services.settings.central_poll_seconds,
+                              args=[services, forwarder.sink], id="poll_central", **common)
+    scheduler.add_job(queue_new_ratings, "interval", seconds=30, args=[services],
+                      id="queue_new_ratings", **common)
+    scheduler.add_job(remind, "interval", minutes=5, args=[services], id="reminders", **common)
+    scheduler.add_job(weekly_summary, "cron", day_of_week="mon", hour=7, minute=0,
+                      timezone=services.settings.timezone, args=[services],
+                      id="weekly_summary", coalesce=True, max_instances=1,
+                      misfire_grace_time=6 * 3600)
+    return scheduler
