@@ -1,6 +1,7 @@
 """Pipeline bench: from the ack to a stored, classified report, under load; gateway memory.
 
     .venv/bin/python -m bench.pipeline [--rates 50,100,200] [--seconds 10] [--backend sqlite]
+    .venv/bin/python -m bench.pipeline --worker-only 3000 [--backend postgresql]
 
 Starts `paht serve` with workers on (every channel enabled, providers' APIs unreachable so
 replies wait in the outbox as they would during an outage), then for each rate sends that many
@@ -13,6 +14,10 @@ and its peak under load (sampled from /proc every 0.2 s). On the chat channels (
 Telegram, Facebook, Zalo) a first message opens a draft that the citizen confirms (or the
 conversation window submits), so only SMS and voice are classified at once: `--channels sms`
 measures ack → classified report; the default mix measures ack → processed.
+
+`--worker-only N` measures one worker process alone: `paht serve --no-workers` stores N
+messages (acknowledged, nothing processed), then one `paht worker` process starts and the
+bench times it from its first processed event to the last: events per second per worker.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from __future__ import annotations
 import argparse
 import contextlib
 import multiprocessing
+import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -109,6 +116,41 @@ def one_rate(pool: ProcessPoolExecutor, url: str, port: int, pid: int, rate: flo
     return out, seen + len(rows)
 
 
+def worker_only(backend: str, count: int, channels: tuple[str, ...]) -> None:
+    """Store `count` messages with workers off, then time one `paht worker` through them."""
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, mp_context=ctx) as pool, tempfile.TemporaryDirectory() as tmpdir, \
+            contextlib.ExitStack() as stack:
+        tmp = Path(tmpdir)
+        url = (f"sqlite:///{tmp / 'pipeline.db'}" if backend == "sqlite"
+               else stack.enter_context(throwaway_pg()))
+        port = free_port()
+        with gateway_server(server_env(url, tmp / "var", workers=False), tmp, port):
+            load = summary(pool.submit(load_process, port, count, None, 64, 120.0, count,
+                                       channels).result(timeout=300))
+        env = server_env(url, tmp / "var", workers=True)
+        log = (tmp / "worker.log").open("ab")
+        proc = subprocess.Popen([sys.executable, "-m", "gateway", "worker"], cwd=tmp, env=env,
+                                stdout=subprocess.DEVNULL, stderr=log)
+        try:
+            rows: list[tuple[Any, ...]] = []
+            for _ in range(3000):  # at most 10 minutes
+                rows = _events(url)
+                if rows and all(r[1] in ("done", "ignored", "parked") for r in rows):
+                    break
+                time.sleep(0.2)
+        finally:
+            proc.terminate()
+            proc.wait(timeout=30)
+            log.close()
+        done = sorted(r[3] for r in rows if r[3] is not None)
+        span = (done[-1] - done[0]).total_seconds() if len(done) > 1 else float("nan")
+        print(f"{backend}: {load['ok']} stored, one `paht worker` processed {len(done)} in "
+              f"{span:.1f} s = {len(done) / span:.0f} events/s per worker process; classified "
+              f"{sum(1 for r in rows if r[4])}, parked {sum(r[1] == 'parked' for r in rows)}",
+              flush=True)
+
+
 def main() -> int:
     """Run the pipeline bench and print one line per rate."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
@@ -117,7 +159,12 @@ def main() -> int:
     parser.add_argument("--backend", choices=("sqlite", "postgresql"), default="sqlite")
     parser.add_argument("--channels", default=",".join(CHANNELS),
                         help="sms alone: every message is a submitted, classified report")
+    parser.add_argument("--worker-only", type=int, default=0, metavar="N",
+                        help="store N messages, then time one `paht worker` through them")
     args = parser.parse_args()
+    if args.worker_only:
+        worker_only(args.backend, args.worker_only, tuple(args.channels.split(",")))
+        return 0
     ctx = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(1, mp_context=ctx) as pool, tempfile.TemporaryDirectory() as tmpdir, \
             contextlib.ExitStack() as stack:

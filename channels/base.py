@@ -1,16 +1,21 @@
-"""The channel contract: the types every channel module speaks, and the registry.
+"""The channel contract: the types every channel module speaks, its traits and abilities.
 
 See ../shared/DESIGN.md §3. A channel knows only these types and its provider's API —
 never the database. `verify` and `parse` are pure functions of a `RawRequest` so they are
 tested from fixture tables without a server; only `send` (and media fetches) do network I/O.
+What a channel is like (`ChannelTraits`) and what it can do beyond the contract (the
+`runtime_checkable` protocols below) are declared here; channels/registry.py builds the set.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
-from typing import Any, ClassVar, Protocol
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar, Generic, Protocol, Self, TypeVar, runtime_checkable
+
+import aiohttp
+from pydantic import BaseModel, ConfigDict
 
 
 class ChannelError(Exception):
@@ -97,6 +102,26 @@ def _empty_raw() -> Mapping[str, Any]:
 
 
 @dataclass(frozen=True, slots=True)
+class MessageMeta:
+    """What the channel concluded about a message, apart from the provider's own event.
+
+    `InboundMessage.raw` stays the untouched provider event (the audit trail); these are the
+    flags the pipeline acts on.
+    """
+
+    silent: bool = False  # a call or voice note with nothing (audible) in it
+    transcribed: bool = False  # `text` is a live transcript (Media Streams), not typed text
+    confidence: float | None = None  # of that transcript
+    stt_error: str | None = None  # the live recognizer failed: audio kept, transcribe later
+    callback_id: str | None = None  # a pressed button to acknowledge (Telegram callback_query)
+    foreign_contact: bool = False  # a shared contact card that is not the sender's own
+    invalid_phone: bool = False  # the sender's own contact card with an unusable number
+
+
+NO_META = MessageMeta()
+
+
+@dataclass(frozen=True, slots=True)
 class InboundMessage:
     """One citizen message, whatever channel it came from."""
 
@@ -113,6 +138,7 @@ class InboundMessage:
     reply_to: str | None = None  # provider id of the message this one answers
     postback: str | None = None  # button payload (quick reply, postback, callback_query)
     raw: Mapping[str, Any] = field(default_factory=_empty_raw)
+    meta: MessageMeta = NO_META
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +182,43 @@ class Ack:
     content_type: str = "text/plain"
 
 
+@dataclass(frozen=True, slots=True)
+class ChannelTraits:
+    """What a channel is like, declared by its class: the gateway asks these, never names."""
+
+    label: str  # short badge in the console ("Zalo", "FB")
+    title: str  # full name in reports and the console ("Zalo OA")
+    # How long after the citizen's last message the provider still accepts replies
+    # (None: no window).
+    reply_window: timedelta | None
+    # Renders like SMS: answers cost the citizen, buttons become numbered options, texts short.
+    sms_like: bool
+    # The citizen chats and can press confirm (buttons or a typed answer in a thread).
+    conversational: bool
+    # The citizen speaks: the message's words are a transcript of its audio, never typed text.
+    spoken: bool = False
+
+
+class ChannelConfig(BaseModel):
+    """A channel's typed settings, read from the gateway's flat settings object.
+
+    Each field names its flat setting in `validation_alias` (the `PAHT_*` names are fixed by
+    DESIGN §6) and has no default: a renamed setting fails at start-up, never falls back.
+    """
+
+    model_config = ConfigDict(frozen=True, extra="ignore")
+
+    @classmethod
+    def from_settings(cls, settings: BaseModel) -> Self:
+        """Validate this channel's fields out of the gateway settings."""
+        return cls.model_validate(settings.model_dump())
+
+    @property
+    def enabled(self) -> bool:
+        """True when the settings hold the secrets this channel needs."""
+        return True
+
+
 class TokenStore(Protocol):
     """Durable key/value storage for provider credentials that rotate (Zalo's token pair).
 
@@ -171,24 +234,109 @@ class TokenStore(Protocol):
         ...
 
 
-class Channel:
-    """Base class of every channel. Subclasses set `name` and implement the methods."""
+# Optional abilities. A channel has one when it defines the method; the registry checks each
+# once, at start-up, with isinstance (ChannelSet), so nobody probes with getattr.
+
+
+@runtime_checkable
+class GetHandshake(Protocol):
+    """Answers GET on its webhook path (Facebook's hub.challenge subscription check)."""
+
+    def handle_get(self, request: RawRequest) -> Ack:
+        """The handshake answer."""
+        ...
+
+
+@runtime_checkable
+class StartStop(Protocol):
+    """Holds resources between app start and shutdown (an SDK client, a connection pool)."""
+
+    async def start(self) -> None:
+        """Open what the channel needs (called once, at app start)."""
+        ...
+
+    async def stop(self) -> None:
+        """Release it (called once, at shutdown)."""
+        ...
+
+
+@runtime_checkable
+class TokenRefresher(Protocol):
+    """Rotates provider credentials before they expire (Zalo's OA token pair)."""
+
+    async def refresh_if_expiring(self) -> bool:
+        """Rotate when close to expiry; True when it rotated."""
+        ...
+
+
+@runtime_checkable
+class ButtonAnswerer(Protocol):
+    """Acknowledges a pressed button (Telegram's answerCallbackQuery stops the spinner)."""
+
+    async def answer_callback(self, callback_id: str) -> None:
+        """Acknowledge the press `callback_id` (MessageMeta.callback_id)."""
+        ...
+
+
+@runtime_checkable
+class MediaFetcher(Protocol):
+    """Downloads attachments on the worker side, after the ack."""
+
+    async def fetch_media(self, attachment: Attachment, max_bytes: int) -> tuple[bytes, str | None]:
+        """The attachment's bytes and MIME type, at most `max_bytes`."""
+        ...
+
+
+ConfigT = TypeVar("ConfigT", bound=ChannelConfig)
+
+
+class Channel(Generic[ConfigT]):
+    """Base class of every channel: `name`, `traits`, `config_model` and the four methods."""
 
     name: ClassVar[str] = ""
+    traits: ClassVar[ChannelTraits]
+    config_model: ClassVar[type[ChannelConfig]] = ChannelConfig
     # Most providers POST JSON; Twilio posts forms.
     max_body_bytes: ClassVar[int] = 1_000_000
 
-    def __init__(self, settings: Any, http: Any = None, tokens: TokenStore | None = None) -> None:
-        self.settings = settings
+    def __init__(
+        self,
+        config: ConfigT,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        tokens: TokenStore | None = None,
+        texts: Mapping[str, str] | None = None,
+    ) -> None:
+        self.config = config
         self.http = http  # aiohttp.ClientSession, injected by the app
         self.tokens = tokens
-        # Citizen-facing texts of this channel (config/messages.vi.toml [<name>]), set by the app.
-        self.messages: Mapping[str, str] = {}
+        # Citizen-facing texts of this channel: the [<name>] table of config/messages.vi.toml.
+        self.texts: Mapping[str, str] = dict(texts or {})
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        """The injected HTTP session (SendError, retryable, while there is none)."""
+        if self.http is None:
+            raise SendError("no HTTP session", retryable=True, code="network")
+        return self.http
 
     @classmethod
-    def enabled(cls, settings: Any) -> bool:
-        """True when the settings hold the secrets this channel needs."""
-        return True
+    def from_settings(
+        cls,
+        settings: BaseModel,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        tokens: TokenStore | None = None,
+        texts: Mapping[str, str] | None = None,
+    ) -> Self:
+        """Build the channel from the gateway's flat settings (its config validated first)."""
+        config: Any = cls.config_model.from_settings(settings)
+        return cls(config, http=http, tokens=tokens, texts=texts)
+
+    @classmethod
+    def enabled(cls, settings: BaseModel) -> bool:
+        """True when `settings` hold the secrets this channel needs (see ChannelConfig)."""
+        return cls.config_model.from_settings(settings).enabled
 
     def verify(self, request: RawRequest) -> None:
         """Raise SignatureError unless the request is authentic."""
@@ -204,10 +352,6 @@ class Channel:
 
     async def send(self, message: OutboundMessage) -> SendResult:
         """Deliver `message` to the citizen; raise SendError on failure."""
-        raise NotImplementedError
-
-    async def fetch_media(self, attachment: Attachment, max_bytes: int) -> tuple[bytes, str | None]:
-        """Download an attachment (worker side, after the ack). Returns (bytes, mime)."""
         raise NotImplementedError
 
 
@@ -226,14 +370,3 @@ def from_epoch(value: int | float | str, millis: bool = False) -> datetime:
     except (OverflowError, OSError, ValueError, TypeError) as exc:
         # A forged or corrupted body can carry any number; it is not a provider time.
         raise MalformedError(f"timestamp out of range: {value!r}") from exc
-
-
-class ChannelRegistry:
-    """Explicit name → channel class mapping (no import-time magic)."""
-
-    def __init__(self, classes: Mapping[str, type[Channel]]) -> None:
-        self.classes = dict(classes)
-
-    def names(self) -> list[str]:
-        """All channel names known to the registry."""
-        return sorted(self.classes)

@@ -12,17 +12,19 @@ import hmac
 import json
 import logging
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
 
 import aiohttp
+from pydantic import Field
 
 from channels.base import (
     Ack,
     Attachment,
     Channel,
+    ChannelConfig,
+    ChannelTraits,
     GeoPoint,
     InboundMessage,
     MalformedError,
@@ -31,17 +33,19 @@ from channels.base import (
     SendError,
     SendResult,
     SignatureError,
+    TokenStore,
     from_epoch,
     utcnow,
 )
+from channels.download import download, hosts_check
 from channels.meta_send import (
     appsecret_proof,
     build_messenger_payloads,
     classify_graph_error,
-    download_media,
     phone_e164,
     window_closed,
 )
+from channels.text import nfc
 
 log = logging.getLogger("paht.channels.facebook")
 
@@ -51,14 +55,29 @@ MEDIA_KINDS = frozenset({"image", "audio", "video", "file"})
 _PHONE_RE = re.compile(r"^\+?[\d .\-()]{8,20}$")
 
 
-def _nfc(text: Any) -> str:
-    return unicodedata.normalize("NFC", text) if isinstance(text, str) else ""
+class FacebookConfig(ChannelConfig):
+    """PAHT_FACEBOOK_* and PAHT_GRAPH_API_BASE."""
+
+    app_secret: str = Field(validation_alias="facebook_app_secret")
+    verify_token: str = Field(validation_alias="facebook_verify_token")
+    page_token: str = Field(validation_alias="facebook_page_token")
+    graph_api_base: str = Field(validation_alias="graph_api_base")
+
+    @property
+    def enabled(self) -> bool:
+        """Needs the app secret (signatures), verify token (subscription) and page token."""
+        return bool(self.app_secret and self.verify_token and self.page_token)
 
 
-class FacebookChannel(Channel):
+class FacebookChannel(Channel[FacebookConfig]):
     """Messenger for a Facebook Page; sender URN "facebook:<PSID>"."""
 
     name: ClassVar[str] = "facebook"
+    config_model: ClassVar[type[ChannelConfig]] = FacebookConfig
+    traits: ClassVar[ChannelTraits] = ChannelTraits(
+        label="FB", title="Facebook Messenger", reply_window=WINDOW, sms_like=False,
+        conversational=True,
+    )
     # Meta batches up to 1000 events; courier raised its cap to 1 MB after failures.
     max_body_bytes: ClassVar[int] = 1_000_000
     # Messenger CDNs: scontent-*.xx.fbcdn.net (images, video), cdn.fbsbx.com (audio, files),
@@ -67,23 +86,16 @@ class FacebookChannel(Channel):
 
     def __init__(
         self,
-        settings: Any,
-        http: Any = None,
-        tokens: Any = None,
+        config: FacebookConfig,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        tokens: TokenStore | None = None,
+        texts: Mapping[str, str] | None = None,
         allowed_media_hosts: Iterable[str] = (),
     ) -> None:
-        super().__init__(settings, http, tokens)
+        super().__init__(config, http=http, tokens=tokens, texts=texts)
         # Extra hosts (e.g. "127.0.0.1:8123" of a test's fake server), http allowed.
         self.allowed_media_hosts: set[str] = set(allowed_media_hosts)
-
-    @classmethod
-    def enabled(cls, settings: Any) -> bool:
-        """Needs the app secret (signatures), verify token (subscription) and page token."""
-        return bool(
-            settings.facebook_app_secret
-            and settings.facebook_verify_token
-            and settings.facebook_page_token
-        )
 
     # -- inbound ---------------------------------------------------------------------------
 
@@ -92,7 +104,7 @@ class FacebookChannel(Channel):
         mode = request.query.get("hub.mode", "")
         token = request.query.get("hub.verify_token", "")
         challenge = request.query.get("hub.challenge", "")
-        expected = self.settings.facebook_verify_token or ""
+        expected = self.config.verify_token
         if (
             mode == "subscribe"
             and expected
@@ -108,7 +120,7 @@ class FacebookChannel(Channel):
         header = request.header("X-Hub-Signature-256")
         if not header:
             raise SignatureError("missing X-Hub-Signature-256", status=403)
-        secret = (self.settings.facebook_app_secret or "").encode()
+        secret = self.config.app_secret.encode()
         expected = "sha256=" + hmac.new(secret, request.body, hashlib.sha256).hexdigest()
         if not hmac.compare_digest(expected.encode(), header.strip().lower().encode()):
             raise SignatureError("bad X-Hub-Signature-256", status=403)
@@ -158,8 +170,8 @@ class FacebookChannel(Channel):
             received = from_epoch(ts, millis=True) if ts is not None else utcnow()
         except (TypeError, ValueError, OverflowError) as exc:
             raise MalformedError("bad timestamp") from exc
-        base = {"channel": self.name, "sender": f"facebook:{psid}", "received_at": received,
-                "raw": event}
+        base: dict[str, Any] = {"channel": self.name, "sender": f"facebook:{psid}",
+                                "received_at": received, "raw": event}
         if "message" in event:
             return self._parse_message(event["message"], base)
         if "postback" in event:
@@ -168,7 +180,7 @@ class FacebookChannel(Channel):
             # Newer API versions give postbacks a mid; older ones need a stable id.
             ext = pb.get("mid") or "pb:" + hashlib.sha256(
                 f"{psid}|{ts}|{payload}".encode()).hexdigest()[:32]
-            return InboundMessage(external_id=str(ext), text=_nfc(pb.get("title")),
+            return InboundMessage(external_id=str(ext), text=nfc(pb.get("title")),
                                   kind="postback", postback=payload, **base)
         if "message_edit" in event:
             edit = event["message_edit"] or {}
@@ -176,7 +188,7 @@ class FacebookChannel(Channel):
             if not mid:
                 return None
             return InboundMessage(external_id=f"{mid}#edit{edit.get('num_edit', 1)}",
-                                  text=_nfc(edit.get("text")), kind="edit", reply_to=mid, **base)
+                                  text=nfc(edit.get("text")), kind="edit", reply_to=mid, **base)
         # delivery, read, reaction, optin, referral, account_linking …: nothing for a report.
         log.debug("facebook: ignoring event %s", sorted(k for k in event if k not in base))
         return None
@@ -191,7 +203,7 @@ class FacebookChannel(Channel):
         mid = str(message.get("mid") or "")
         if not mid:
             raise MalformedError("message without mid")
-        text = _nfc(message.get("text"))
+        text = nfc(message.get("text"))
         attachments: list[Attachment] = []
         location: GeoPoint | None = None
         for att in message.get("attachments") or []:
@@ -208,11 +220,11 @@ class FacebookChannel(Channel):
                 coords = payload.get("coordinates") or {}
                 try:
                     location = GeoPoint(float(coords["lat"]), float(coords["long"]),
-                                        _nfc(att.get("title")) or None)
+                                        nfc(att.get("title")) or None)
                 except (KeyError, TypeError, ValueError):
                     log.info("facebook: location attachment without coordinates")
             elif kind == "fallback" and payload.get("url") and not text:
-                text = _nfc(att.get("title")) + " " + str(payload["url"])
+                text = nfc(att.get("title")) + " " + str(payload["url"])
         if "sticker_id" in message and not text and not attachments:
             return None
         if not text and not attachments and location is None:
@@ -246,9 +258,9 @@ class FacebookChannel(Channel):
             # automated replies may not use that tag: the gateway falls back to SMS.
             raise SendError("messenger 24 h window closed", retryable=False,
                             window_closed=True, code="window")
-        token = self.settings.facebook_page_token
-        url = self.settings.graph_api_base.rstrip("/") + "/me/messages"
-        params = {"appsecret_proof": appsecret_proof(self.settings.facebook_app_secret, token)}
+        token = self.config.page_token
+        url = self.config.graph_api_base.rstrip("/") + "/me/messages"
+        params = {"appsecret_proof": appsecret_proof(self.config.app_secret, token)}
         # The token goes in a header, not the query string, so it never shows in error URLs.
         headers = {"Authorization": f"Bearer {token}"}
         last: Mapping[str, Any] = {}
@@ -263,7 +275,7 @@ class FacebookChannel(Channel):
     async def _post(self, url: str, params: dict[str, str], headers: dict[str, str],
                     body: dict[str, Any]) -> Mapping[str, Any]:
         try:
-            async with self.http.post(url, params=params, headers=headers, json=body) as resp:
+            async with self.session.post(url, params=params, headers=headers, json=body) as resp:
                 try:
                     data = await resp.json(content_type=None)
                 except ValueError:
@@ -280,5 +292,6 @@ class FacebookChannel(Channel):
 
     async def fetch_media(self, attachment: Attachment, max_bytes: int) -> tuple[bytes, str | None]:
         """Download from Meta's CDNs only, stopping at `max_bytes` (links expire: fetch soon)."""
-        return await download_media(self.http, attachment.url, max_bytes,
-                                    self.MEDIA_HOST_SUFFIXES, self.allowed_media_hosts)
+        return await download(self.http, attachment.url, max_bytes,
+                              allowed=hosts_check(self.MEDIA_HOST_SUFFIXES,
+                                                  self.allowed_media_hosts))

@@ -1,9 +1,10 @@
-"""Helpers for the Messenger Send API and for provider media downloads.
+"""Helpers for the Messenger Send API, shared in part with channels/zalo.py.
 
 Send API: https://developers.facebook.com/docs/messenger-platform/reference/send-api/
 Error codes: https://developers.facebook.com/docs/messenger-platform/error-codes
-The bounded media download (`download_media`), text splitting, button numbering, the reply
-window check and phone normalisation are shared with channels/zalo.py.
+Button numbering, the reply window check and phone normalisation are shared with
+channels/zalo.py; media downloads live in channels/download.py, text splitting in
+channels/text.py.
 """
 
 from __future__ import annotations
@@ -14,12 +15,11 @@ import re
 from collections.abc import Iterable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import urljoin, urlsplit
 
-import aiohttp
 import phonenumbers
 
 from channels.base import Button, OutboundMessage, SendError, utcnow
+from channels.text import split_text
 
 # Messenger refuses text over 2,000 characters; quick replies: at most 13, titles ≤ 20 chars.
 MAX_TEXT = 2000
@@ -65,23 +65,6 @@ def phone_e164(value: Any) -> str | None:
     return phonenumbers.format_number(num, phonenumbers.PhoneNumberFormat.E164)
 
 
-def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Split `text` into chunks of at most `limit` characters, preferring line/word breaks."""
-    text = text.strip()
-    chunks: list[str] = []
-    while len(text) > limit:
-        cut = text.rfind("\n", 0, limit)
-        if cut < limit // 2:
-            cut = text.rfind(" ", 0, limit)
-        if cut < limit // 2:
-            cut = limit
-        chunks.append(text[:cut].rstrip())
-        text = text[cut:].lstrip()
-    if text:
-        chunks.append(text)
-    return chunks
-
-
 def numbered_buttons(buttons: Iterable[Button]) -> str:
     """Plain-text rendering of buttons for providers (or kinds) without native support."""
     lines = []
@@ -110,7 +93,7 @@ def build_messenger_payloads(psid: str, message: OutboundMessage) -> list[dict[s
         else:
             quick_replies.append({"content_type": "text", "title": b.title, "payload": b.payload})
     bodies: list[dict[str, Any]] = []
-    chunks = split_text(text) if text else []
+    chunks = split_text(text, MAX_TEXT)
     for i, chunk in enumerate(chunks):
         msg: dict[str, Any] = {"text": chunk, "metadata": "paht"}
         if quick_replies and i == len(chunks) - 1:
@@ -155,59 +138,3 @@ def _int(value: Any) -> int | None:
         return int(value)
     except (TypeError, ValueError):
         return None
-
-
-def host_allowed(url: str, suffixes: Iterable[str], extra_hosts: Iterable[str]) -> bool:
-    """https on a provider host (or a sub-domain of it), or any scheme on a test-added host."""
-    parts = urlsplit(url)
-    host = (parts.hostname or "").lower()
-    if not host:
-        return False
-    for extra in extra_hosts:
-        extra_host, _, extra_port = extra.lower().partition(":")
-        if host == extra_host and (not extra_port or str(parts.port) == extra_port):
-            return parts.scheme in ("http", "https")
-    if parts.scheme != "https":
-        return False
-    return any(host == s or host.endswith("." + s) for s in suffixes)
-
-
-async def download_media(
-    http: aiohttp.ClientSession,
-    url: str,
-    max_bytes: int,
-    suffixes: Iterable[str],
-    extra_hosts: Iterable[str],
-    max_redirects: int = 3,
-) -> tuple[bytes, str | None]:
-    """GET `url` from an allowed host, following redirects by hand (each hop re-checked),
-    streaming and stopping at `max_bytes`. Failures raise SendError with a retry policy."""
-    suffixes, extra_hosts = tuple(suffixes), tuple(extra_hosts)
-    for _ in range(max_redirects + 1):
-        if not host_allowed(url, suffixes, extra_hosts):
-            raise SendError("media host not allowed", retryable=False, code="media_host")
-        try:
-            async with http.get(url, allow_redirects=False) as resp:
-                if resp.status in (301, 302, 303, 307, 308) and "Location" in resp.headers:
-                    url = urljoin(url, resp.headers["Location"])
-                    continue
-                if resp.status != 200:
-                    # CDN links expire: 403/404/410 will not get better by retrying.
-                    raise SendError(f"media http {resp.status}", retryable=resp.status >= 500,
-                                    code=f"media_http_{resp.status}")
-                if resp.content_length is not None and resp.content_length > max_bytes:
-                    raise SendError("media too large", retryable=False, code="media_too_large")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.content.iter_chunked(65536):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise SendError("media too large", retryable=False,
-                                        code="media_too_large")
-                    chunks.append(chunk)
-                mime = resp.content_type if resp.headers.get("Content-Type") else None
-                return b"".join(chunks), mime
-        except (aiohttp.ClientError, TimeoutError) as exc:
-            raise SendError(f"media download failed: {type(exc).__name__}", retryable=True,
-                            code="media_network") from exc
-    raise SendError("too many media redirects", retryable=False, code="media_redirects")

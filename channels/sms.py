@@ -16,27 +16,34 @@ from __future__ import annotations
 
 import logging
 import unicodedata
+from collections.abc import Mapping
 from typing import Any, ClassVar
 
+import aiohttp
+from pydantic import Field
 from twilio.twiml.messaging_response import MessagingResponse
 
 from channels.base import (
     Ack,
     Attachment,
     Channel,
+    ChannelConfig,
+    ChannelTraits,
     InboundMessage,
     MalformedError,
     OutboundMessage,
     RawRequest,
     SendResult,
+    TokenStore,
     utcnow,
 )
+from channels.text import nfc, split_text
 from channels.twilio_common import (
     TWIML_TYPE,
+    TwilioConfig,
     fetch_twilio_media,
     make_client,
     media_kind,
-    nfc,
     number_of,
     params_for_audit,
     require_form,
@@ -73,42 +80,42 @@ def render_text(message: OutboundMessage) -> str:
     return text
 
 
-def split_text(text: str, limit: int = MAX_BODY) -> list[str]:
-    """Split text into bodies of at most `limit` characters, at line breaks or spaces."""
-    parts: list[str] = []
-    rest = text.strip()
-    while len(rest) > limit:
-        cut = rest.rfind("\n", 0, limit + 1)
-        if cut < limit // 2:
-            cut = rest.rfind(" ", 0, limit + 1)
-        if cut < limit // 2:
-            cut = limit
-        parts.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest or not parts:
-        parts.append(rest)
-    return parts
+class SmsConfig(TwilioConfig):
+    """The Twilio account, the number (or MG… messaging service) we send from, GSM-7 mode."""
+
+    number: str = Field(validation_alias="twilio_number")
+    ascii_fallback: bool = Field(validation_alias="sms_ascii_fallback")
+
+    @property
+    def enabled(self) -> bool:
+        """Needs the account SID and auth token and a number to send from."""
+        return bool(self.account_sid and self.auth_token and self.number)
 
 
-class SmsChannel(Channel):
+class SmsChannel(Channel[SmsConfig]):
     """Twilio SMS/MMS: form webhooks in, REST API out."""
 
     name: ClassVar[str] = "sms"
+    config_model: ClassVar[type[ChannelConfig]] = SmsConfig
+    traits: ClassVar[ChannelTraits] = ChannelTraits(
+        label="SMS", title="Tin nhắn SMS", reply_window=None, sms_like=True, conversational=False
+    )
     max_body_bytes: ClassVar[int] = 64_000  # a 1600-char body + 10 media URLs is ~10 kB
 
-    def __init__(self, settings: Any, http: Any = None, tokens: Any = None) -> None:
-        super().__init__(settings, http, tokens)
+    def __init__(
+        self,
+        config: SmsConfig,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        tokens: TokenStore | None = None,
+        texts: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(config, http=http, tokens=tokens, texts=texts)
         self._client: Any = None
-
-    @classmethod
-    def enabled(cls, settings: Any) -> bool:
-        """Needs the account SID and auth token (and a number to send from)."""
-        return bool(settings.twilio_account_sid and settings.twilio_auth_token
-                    and settings.twilio_number)
 
     def verify(self, request: RawRequest) -> None:
         """X-Twilio-Signature over the public URL and the form params."""
-        verify_signature(self.settings, request)
+        verify_signature(self.config, request)
 
     def parse(self, request: RawRequest) -> list[InboundMessage]:
         """An inbound SMS/MMS, or a delivery status callback of one of our messages."""
@@ -163,28 +170,28 @@ class SmsChannel(Channel):
     def client(self) -> Any:
         """The twilio REST client (created on first use, pointed at twilio_api_base)."""
         if self._client is None:
-            self._client = make_client(self.settings, self.http)
+            self._client = make_client(self.config, self.http)
         return self._client
 
     def status_callback_url(self) -> str:
         """Where Twilio posts delivery receipts: the SMS webhook itself (see module doc)."""
-        return str(self.settings.public_base_url).rstrip("/") + "/webhooks/twilio/sms"
+        return self.config.public("/webhooks/twilio/sms")
 
     async def send(self, message: OutboundMessage) -> SendResult:
         """Send a text (split above 1600 chars) from settings.twilio_number."""
         to = number_of(message.recipient)
         text = render_text(message)
-        if getattr(self.settings, "sms_ascii_fallback", False):
+        if self.config.ascii_fallback:
             # GSM-7 gives 160 chars a segment, UCS-2 (any Vietnamese accent) only 70.
             text = strip_diacritics(text)
         media = [a.url for a in message.attachments if a.url.startswith("https://")]
-        sender = str(self.settings.twilio_number)
+        sender = self.config.number
         origin: dict[str, str] = (
             {"messaging_service_sid": sender} if sender.startswith("MG") else {"from_": sender}
         )
         sids: list[str] = []
         statuses: list[str] = []
-        bodies = split_text(text)
+        bodies = split_text(text, MAX_BODY) or [""]  # an MMS may carry media only
         for index, body in enumerate(bodies):
             extra: dict[str, Any] = {}
             if media and index == len(bodies) - 1:
@@ -205,4 +212,4 @@ class SmsChannel(Channel):
 
     async def fetch_media(self, attachment: Attachment, max_bytes: int) -> tuple[bytes, str | None]:
         """Download MMS media with the account credentials (Twilio redirects to its CDN)."""
-        return await fetch_twilio_media(self.settings, self.http, attachment, max_bytes)
+        return await fetch_twilio_media(self.config, self.http, attachment, max_bytes)

@@ -7,10 +7,10 @@ PTB runs inside our aiohttp app without its own web server or updater: the build
 tests talk to tests/fakes/telegram_api.py). Updates are parsed from the raw JSON dicts by
 `parse_update`, shared by the webhook route and long polling (channels/telegram_polling.py).
 
-`InboundMessage.raw` is the Update as Telegram sent it, plus a `"paht"` dict when the channel
-has something to say about it: `{"callback_query_id": ...}` for button presses (answer it with
-`TelegramChannel.answer_callback`) and `{"foreign_contact": true}` / `{"invalid_phone": true}`
-when a shared contact was not usable.
+`InboundMessage.raw` is the Update exactly as Telegram sent it; what the channel concluded
+goes in `InboundMessage.meta`: `callback_id` for button presses (answer it with
+`TelegramChannel.answer_callback`), `foreign_contact` / `invalid_phone` when a shared contact
+was not usable.
 """
 
 from __future__ import annotations
@@ -22,10 +22,12 @@ import json
 import logging
 import mimetypes
 import warnings
+from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
 
 import aiohttp
+from pydantic import Field
 from telegram import (
     InlineKeyboardButton,
     InlineKeyboardMarkup,
@@ -40,6 +42,8 @@ from channels.base import (
     Attachment,
     Button,
     Channel,
+    ChannelConfig,
+    ChannelTraits,
     InboundMessage,
     MalformedError,
     OutboundMessage,
@@ -47,10 +51,14 @@ from channels.base import (
     SendError,
     SendResult,
     SignatureError,
+    TokenStore,
 )
+from channels.download import download
 from channels.telegram_parse import normalize_phone, parse_update
+from channels.text import split_text, utf16_units
 
-__all__ = ["SECRET_HEADER", "TelegramChannel", "normalize_phone", "parse_update", "split_text"]
+__all__ = ["SECRET_HEADER", "TelegramChannel", "TelegramConfig", "normalize_phone",
+           "parse_update"]
 
 log = logging.getLogger("paht.channels.telegram")
 
@@ -61,18 +69,33 @@ BOT_FILE_LIMIT = 20 * 1024 * 1024  # the cloud Bot API serves files up to 20 MB
 ALLOWED_UPDATES = ("message", "edited_message", "callback_query")
 
 
+class TelegramConfig(ChannelConfig):
+    """PAHT_TELEGRAM_* plus the region for shared phone numbers and the public base URL."""
+
+    token: str = Field(validation_alias="telegram_token")
+    secret: str = Field(validation_alias="telegram_secret")
+    api_base: str = Field(validation_alias="telegram_api_base")
+    default_region: str = Field(validation_alias="default_region")
+    public_base_url: str = Field(validation_alias="public_base_url")
+
+    @property
+    def enabled(self) -> bool:
+        """Enabled when both the bot token and the webhook secret are set."""
+        return bool(self.token and self.secret)
+
+
 def api_urls(api_base: str) -> tuple[str, str]:
     """PTB's base_url and base_file_url ("…/bot{token}", "…/file/bot{token}") for an API base."""
     base = api_base.rstrip("/")
     return f"{base}/bot{{token}}", f"{base}/file/bot{{token}}"
 
 
-def build_application(settings: Any) -> Application[Any, Any, Any, Any, Any, Any]:
-    """A PTB Application with no updater and no job queue, pointed at settings' API base."""
-    base_url, base_file_url = api_urls(settings.telegram_api_base)
+def build_application(config: TelegramConfig) -> Application[Any, Any, Any, Any, Any, Any]:
+    """A PTB Application with no updater and no job queue, pointed at the config's API base."""
+    base_url, base_file_url = api_urls(config.api_base)
     builder: ApplicationBuilder[Any, Any, Any, Any, Any, Any] = ApplicationBuilder()
     return (
-        builder.token(settings.telegram_token)
+        builder.token(config.token)
         .base_url(base_url)
         .base_file_url(base_file_url)
         .updater(None)
@@ -84,36 +107,6 @@ def build_application(settings: Any) -> Application[Any, Any, Any, Any, Any, Any
 def scrub(text: str, token: str) -> str:
     """Remove the bot token from an error text (PTB puts it in InvalidToken messages)."""
     return text.replace(token, "<token>") if token else text
-
-
-def split_text(text: str, limit: int = MAX_TEXT) -> list[str]:
-    """Split `text` into chunks of at most `limit` UTF-16 units, at line or word breaks."""
-    chunks: list[str] = []
-    rest = text
-    while _units(rest) > limit:
-        cut = _prefix_len(rest, limit)
-        window = rest[:cut]
-        brk = max(window.rfind("\n"), window.rfind(" "))
-        if brk > cut // 2:
-            cut = brk + 1
-        chunks.append(rest[:cut].rstrip())
-        rest = rest[cut:].lstrip()
-    if rest or not chunks:
-        chunks.append(rest)
-    return chunks
-
-
-def _units(text: str) -> int:
-    return len(text.encode("utf-16-le")) // 2
-
-
-def _prefix_len(text: str, limit: int) -> int:
-    units = 0
-    for i, ch in enumerate(text):
-        units += 2 if ord(ch) > 0xFFFF else 1
-        if units > limit:
-            return i
-    return len(text)
 
 
 def _retry_after(exc: tg_error.RetryAfter) -> float:
@@ -139,27 +132,33 @@ def send_error(exc: Exception, token: str = "") -> SendError:
     return SendError(text, retryable=True, code=type(exc).__name__)
 
 
-class TelegramChannel(Channel):
+class TelegramChannel(Channel[TelegramConfig]):
     """Telegram Bot API via webhook (or long polling in development)."""
 
     name: ClassVar[str] = "telegram"
+    config_model: ClassVar[type[ChannelConfig]] = TelegramConfig
+    traits: ClassVar[ChannelTraits] = ChannelTraits(
+        label="TG", title="Telegram", reply_window=None, sms_like=False, conversational=True
+    )
 
-    def __init__(self, settings: Any, http: Any = None, tokens: Any = None) -> None:
-        super().__init__(settings, http, tokens)
+    def __init__(
+        self,
+        config: TelegramConfig,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        tokens: TokenStore | None = None,
+        texts: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(config, http=http, tokens=tokens, texts=texts)
         self._application: Application[Any, Any, Any, Any, Any, Any] | None = None
         self._lock = asyncio.Lock()
         self._keyboard_chats: set[int] = set()  # chats that currently show a reply keyboard
-
-    @classmethod
-    def enabled(cls, settings: Any) -> bool:
-        """Enabled when both the bot token and the webhook secret are set."""
-        return bool(settings.telegram_token and settings.telegram_secret)
 
     # --- inbound --------------------------------------------------------------------------
 
     def verify(self, request: RawRequest) -> None:
         """Check the secret_token Telegram echoes in X-Telegram-Bot-Api-Secret-Token."""
-        expected = str(self.settings.telegram_secret or "")
+        expected = self.config.secret
         got = request.header(SECRET_HEADER)
         if not expected or got is None:
             raise SignatureError("missing secret token", status=403)
@@ -174,10 +173,7 @@ class TelegramChannel(Channel):
             raise MalformedError("body is not JSON") from exc
         if not isinstance(update, dict):
             raise MalformedError("body is not a JSON object")
-        return parse_update(update, self._region())
-
-    def _region(self) -> str:
-        return str(getattr(self.settings, "default_region", "VN") or "VN")
+        return parse_update(update, self.config.default_region or "VN")
 
     # --- the bot ---------------------------------------------------------------------------
 
@@ -185,7 +181,7 @@ class TelegramChannel(Channel):
         """The initialised PTB Application (built on first use; initialize() calls getMe)."""
         async with self._lock:
             if self._application is None:
-                self._application = build_application(self.settings)
+                self._application = build_application(self.config)
             await self._application.initialize()  # a no-op once it succeeded
             return self._application
 
@@ -194,7 +190,10 @@ class TelegramChannel(Channel):
         try:
             return (await self.application()).bot
         except Exception as exc:
-            raise send_error(exc, self.settings.telegram_token) from None
+            raise send_error(exc, self.config.token) from None
+
+    async def start(self) -> None:
+        """Nothing to open yet: the bot is initialised on first use (getMe needs the network)."""
 
     async def stop(self) -> None:
         """Shut PTB's HTTP client down (the app calls it on cleanup)."""
@@ -219,7 +218,7 @@ class TelegramChannel(Channel):
             # by Telegram, which must not keep the reply itself from going out.
             with contextlib.suppress(tg_error.TelegramError):
                 await bot.answer_callback_query(str(query_id))
-        chunks = split_text(text)
+        chunks = split_text(text, MAX_TEXT, measure=utf16_units)
         ids: list[int] = []
         try:
             for i, chunk in enumerate(chunks):
@@ -228,7 +227,7 @@ class TelegramChannel(Channel):
                                               reply_markup=markup if last else None)
                 ids.append(sent.message_id)
         except Exception as exc:
-            raise send_error(exc, self.settings.telegram_token) from None
+            raise send_error(exc, self.config.token) from None
         if isinstance(markup, ReplyKeyboardMarkup):
             self._keyboard_chats.add(chat_id)
         elif isinstance(markup, ReplyKeyboardRemove):
@@ -284,7 +283,7 @@ class TelegramChannel(Channel):
         try:
             await bot.answer_callback_query(callback_query_id, text=text)
         except Exception as exc:
-            raise send_error(exc, self.settings.telegram_token) from None
+            raise send_error(exc, self.config.token) from None
 
     # --- media -----------------------------------------------------------------------------
 
@@ -292,50 +291,23 @@ class TelegramChannel(Channel):
         """getFile(file_id), then stream the file from base_file_url within the size limits."""
         limit = min(max_bytes, BOT_FILE_LIMIT)
         if attachment.size is not None and attachment.size > limit:
-            raise SendError("media too large", retryable=False, code="too_large")
+            raise SendError("media too large", retryable=False, code="media_too_large")
         bot = await self.bot()
         try:
             tg_file = await bot.get_file(attachment.url)
         except Exception as exc:
-            raise send_error(exc, self.settings.telegram_token) from None
+            raise send_error(exc, self.config.token) from None
         if tg_file.file_size is not None and tg_file.file_size > limit:
-            raise SendError("media too large", retryable=False, code="too_large")
+            raise SendError("media too large", retryable=False, code="media_too_large")
         url = str(tg_file.file_path or "")
         prefix = bot.base_file_url + "/"
         # Only ever download from the configured Bot API file host (never log the URL: it
         # contains the token).
         if not url.startswith(prefix) or ".." in url[len(prefix):]:
             raise SendError("unexpected file path", retryable=False, code="file_path")
-        data = await self._download(url, limit)
+        # The file URL contains the token: no redirects, and never logged.
+        data, _ = await download(self.http, url, limit, allowed=lambda _url, hop: hop == 0,
+                                 max_redirects=0)
         mime = attachment.mime or mimetypes.guess_type(url[len(prefix):])[0]
         return data, mime
 
-    async def _download(self, url: str, limit: int) -> bytes:
-        session = self.http if self.http is not None else aiohttp.ClientSession()
-        try:
-            async with session.get(url, allow_redirects=False) as resp:
-                if resp.status != 200:
-                    raise SendError(f"file download answered {resp.status}",
-                                    retryable=resp.status >= 500, code=str(resp.status))
-                buf = bytearray()
-                async for chunk in resp.content.iter_chunked(65536):
-                    buf.extend(chunk)
-                    if len(buf) > limit:  # file_size lied or was absent: stop reading
-                        raise SendError("media too large", retryable=False, code="too_large")
-                return bytes(buf)
-        except (TimeoutError, aiohttp.ClientError) as exc:
-            raise SendError(f"file download failed: {type(exc).__name__}",
-                            retryable=True, code="network") from None
-        finally:
-            if session is not self.http:
-                await session.close()
-
-
-def __getattr__(name: str) -> Any:
-    # `from channels.telegram import set_webhook, run_polling` (CLI helpers) without an
-    # import cycle: they live in channels/telegram_polling.py.
-    if name in ("set_webhook", "run_polling"):
-        from channels import telegram_polling
-
-        return getattr(telegram_polling, name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,15 +1,14 @@
 """Telegram Update parsing: the raw Update JSON (https://core.telegram.org/bots/api#update)
 to `InboundMessage`s. Shared by the webhook route and long polling; pure, no network.
 
-`InboundMessage.raw` is the Update as Telegram sent it, plus a `"paht"` dict when the channel
-has something to say about it: `{"callback_query_id": ...}` for button presses and
-`{"foreign_contact": true}` / `{"invalid_phone": true}` when a shared contact was not usable.
+`InboundMessage.raw` is the Update as Telegram sent it; `InboundMessage.meta` carries the
+`callback_id` of a button press and `foreign_contact` / `invalid_phone` when a shared contact
+was not usable.
 """
 
 from __future__ import annotations
 
 import re
-import unicodedata
 from collections.abc import Mapping
 from typing import Any
 
@@ -20,9 +19,11 @@ from channels.base import (
     GeoPoint,
     InboundMessage,
     MalformedError,
+    MessageMeta,
     from_epoch,
     utcnow,
 )
+from channels.text import nfc
 
 _COMMAND_AT = re.compile(r"^(/[A-Za-z0-9_]+)@[A-Za-z0-9_]+(?=\s|$)")
 
@@ -43,16 +44,11 @@ def normalize_phone(raw: str, region: str = "VN") -> str | None:
     return None
 
 
-def _nfc(text: str) -> str:
-    # Some phones send Vietnamese in NFD (decomposed diacritics); store NFC.
-    return unicodedata.normalize("NFC", text)
-
-
 def _name(user: Mapping[str, Any] | None) -> str | None:
     if not user:
         return None
     full = " ".join(p for p in (user.get("first_name"), user.get("last_name")) if p)
-    return _nfc(full) or None
+    return nfc(full) or None
 
 
 def _kind_for_mime(mime: str | None, default: str) -> str:
@@ -91,7 +87,7 @@ def _location(msg: Mapping[str, Any]) -> GeoPoint | None:
     if venue and venue.get("location"):
         loc = venue["location"]
         label = ", ".join(p for p in (venue.get("title"), venue.get("address")) if p)
-        return GeoPoint(float(loc["latitude"]), float(loc["longitude"]), _nfc(label) or None)
+        return GeoPoint(float(loc["latitude"]), float(loc["longitude"]), nfc(label) or None)
     loc = msg.get("location")
     if loc:
         return GeoPoint(float(loc["latitude"]), float(loc["longitude"]))
@@ -104,7 +100,7 @@ def _button_title(query: Mapping[str, Any], data: str) -> str:
     for row in markup.get("inline_keyboard") or []:
         for button in row:
             if button.get("callback_data") == data:
-                return _nfc(str(button.get("text", "")))
+                return nfc(str(button.get("text", "")))
     return ""
 
 
@@ -118,14 +114,13 @@ def _from_callback(update: Mapping[str, Any], update_id: int) -> list[InboundMes
     chat_id = (origin.get("chat") or {}).get("id", user.get("id"))
     if chat_id is None:
         raise MalformedError("callback_query without chat or from")
-    raw = dict(update)
-    raw["paht"] = {"callback_query_id": str(query.get("id", ""))}
     return [InboundMessage(
         channel="telegram", external_id=str(update_id), sender=f"telegram:{chat_id}",
         text=_button_title(query, str(data)),
         received_at=utcnow(),  # a callback_query has no timestamp of its own
         sender_name=_name(user), kind="postback", postback=str(data),
-        reply_to=str(origin["message_id"]) if "message_id" in origin else None, raw=raw,
+        reply_to=str(origin["message_id"]) if "message_id" in origin else None, raw=dict(update),
+        meta=MessageMeta(callback_id=str(query.get("id", "")) or None),
     )]
 
 
@@ -153,34 +148,31 @@ def _from_message(update: Mapping[str, Any], msg: Mapping[str, Any], kind: str,
                   external_id: str, region: str) -> list[InboundMessage]:
     chat_id = msg["chat"]["id"]
     user = msg.get("from") or {}
-    text = _nfc(str(msg.get("text") or msg.get("caption") or ""))
+    text = nfc(str(msg.get("text") or msg.get("caption") or ""))
     # "/start@PahtBot" in groups: the dialog recognises commands by their bare name.
     text = _COMMAND_AT.sub(r"\1", text)
     attachments = _attachments(msg)
     location = _location(msg)
-    flags: dict[str, Any] = {}
+    foreign = invalid = False
     contact_phone: str | None = None
     if contact := msg.get("contact"):
         # Only the sender's own card counts: a forwarded card would attach someone else's
         # number to this citizen.
         if contact.get("user_id") is not None and contact.get("user_id") == user.get("id"):
             contact_phone = normalize_phone(str(contact.get("phone_number", "")), region)
-            if contact_phone is None:
-                flags["invalid_phone"] = True
+            invalid = contact_phone is None
         else:
-            flags["foreign_contact"] = True
+            foreign = True
         if contact_phone and kind == "message":
             kind = "contact"
     if not text and not attachments and location is None and "contact" not in msg:
         return []  # stickers, dice, service messages (chat photo, pinned…)
-    raw = dict(update)
-    if flags:
-        raw["paht"] = flags
-    date = msg.get("edit_date") if kind == "edit" and msg.get("edit_date") else msg["date"]
+    date: Any = msg.get("edit_date") if kind == "edit" and msg.get("edit_date") else msg["date"]
     reply = msg.get("reply_to_message") or {}
     return [InboundMessage(
         channel="telegram", external_id=external_id, sender=f"telegram:{chat_id}", text=text,
         received_at=from_epoch(date), attachments=tuple(attachments), location=location,
         contact_phone=contact_phone, sender_name=_name(user), kind=kind,
-        reply_to=str(reply["message_id"]) if "message_id" in reply else None, raw=raw,
+        reply_to=str(reply["message_id"]) if "message_id" in reply else None, raw=dict(update),
+        meta=MessageMeta(foreign_contact=foreign, invalid_phone=invalid),
     )]

@@ -16,6 +16,7 @@ import warnings
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pydantic import BaseModel
 from telegram import error as tg_error
 from telegram.warnings import PTBUserWarning
 
@@ -23,6 +24,7 @@ from channels.base import InboundMessage, MalformedError, SendError
 from channels.telegram import (
     ALLOWED_UPDATES,
     TelegramChannel,
+    TelegramConfig,
     build_application,
     parse_update,
     scrub,
@@ -41,29 +43,30 @@ warnings.filterwarnings(
 )
 
 
-async def set_webhook(settings: Any) -> dict[str, Any]:
+async def set_webhook(settings: BaseModel) -> dict[str, Any]:
     """`paht telegram set-webhook`: register public_base_url + /webhooks/telegram with the secret.
 
     Returns getWebhookInfo's answer (url, pending_update_count, last_error_message…).
     """
-    if not settings.telegram_token:
+    config = TelegramConfig.from_settings(settings)
+    if not config.token:
         raise ValueError("PAHT_TELEGRAM_TOKEN is not set")
-    if not _SECRET_CHARS.match(settings.telegram_secret or ""):
+    if not _SECRET_CHARS.match(config.secret):
         # Telegram accepts 1-256 characters of A-Z a-z 0-9 _ - only.
         raise ValueError("PAHT_TELEGRAM_SECRET must be 1-256 characters of A-Za-z0-9_-")
-    url = settings.public_base_url.rstrip("/") + WEBHOOK_PATH
+    url = config.public_base_url.rstrip("/") + WEBHOOK_PATH
     if not url.startswith("https://"):
         log.warning("Telegram only delivers webhooks to https URLs (ports 443, 80, 88, 8443)")
-    application = build_application(settings)
+    application = build_application(config)
     try:
         async with application:
             bot = application.bot
-            await bot.set_webhook(url=url, secret_token=settings.telegram_secret,
+            await bot.set_webhook(url=url, secret_token=config.secret,
                                   allowed_updates=list(ALLOWED_UPDATES))
             info = await bot.get_webhook_info()
             return dict(info.to_dict())
     except tg_error.TelegramError as exc:
-        raise SendError(scrub(str(exc), settings.telegram_token), retryable=False) from None
+        raise SendError(scrub(str(exc), config.token), retryable=False) from None
 
 
 async def run_polling(
@@ -81,7 +84,7 @@ async def run_polling(
     offset moves past it, so a crash or a database error means redelivery, never loss
     (duplicates are no-ops downstream thanks to the update_id dedup).
     """
-    region = str(getattr(channel.settings, "default_region", "VN") or "VN")
+    region = channel.config.default_region or "VN"
     offset: int | None = None
     delay = backoff
     deleted = False
@@ -120,7 +123,7 @@ async def run_polling(
             elif isinstance(exc, tg_error.RetryAfter):
                 wait = max(wait, send_error(exc).retry_after or 0.0)
             log.warning("telegram polling failed; backing off",
-                        extra={"why": scrub(str(exc), channel.settings.telegram_token)[:200],
+                        extra={"why": scrub(str(exc), channel.config.token)[:200],
                                "wait_s": wait})
             delay = min(delay * 2, max_backoff)
             await _sleep_or_stop(wait, stop)

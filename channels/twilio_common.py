@@ -8,20 +8,21 @@ Provider docs:
 
 Twilio signs `public URL + sorted(name + value)` with HMAC-SHA1 of the account auth token. The
 URL is the one *Twilio* called, so behind a proxy/TLS terminator we rebuild it from
-`settings.public_base_url` + path + query instead of trusting the Host we see (PROTOCOLS §4).
+`PAHT_PUBLIC_BASE_URL` + path + query instead of trusting the Host we see (PROTOCOLS §4).
 """
 
 from __future__ import annotations
 
 import base64
 import contextvars
-import unicodedata
+import logging
 from collections.abc import Mapping
 from typing import Any
-from urllib.parse import parse_qsl, urljoin, urlsplit
+from urllib.parse import parse_qsl, urlsplit
 
 import aiohttp
 from multidict import MultiDict
+from pydantic import Field
 from twilio.base.exceptions import TwilioRestException
 from twilio.http import AsyncHttpClient
 from twilio.http.response import Response as TwilioResponse
@@ -33,7 +34,16 @@ from twilio.request_validator import (
 )
 from twilio.rest import Client
 
-from channels.base import Attachment, MalformedError, RawRequest, SendError, SignatureError
+from channels.base import (
+    Attachment,
+    ChannelConfig,
+    MalformedError,
+    RawRequest,
+    SendError,
+    SignatureError,
+)
+from channels.download import download
+from channels.text import nfc
 
 FORM_TYPE = "application/x-www-form-urlencoded"
 TWIML_TYPE = "application/xml"
@@ -54,15 +64,28 @@ _last_headers: contextvars.ContextVar[Mapping[str, str] | None] = contextvars.Co
 )
 
 
-def nfc(text: str) -> str:
-    """Unicode NFC (Vietnamese phones send NFD or precomposed text interchangeably)."""
-    return unicodedata.normalize("NFC", text)
+class TwilioConfig(ChannelConfig):
+    """The Twilio account (PAHT_TWILIO_*) and the public URL Twilio calls us on."""
+
+    account_sid: str = Field(validation_alias="twilio_account_sid")
+    auth_token: str = Field(validation_alias="twilio_auth_token")
+    api_base: str = Field(validation_alias="twilio_api_base")
+    public_base_url: str = Field(validation_alias="public_base_url")
+
+    @property
+    def enabled(self) -> bool:
+        """Needs the account SID and auth token."""
+        return bool(self.account_sid and self.auth_token)
+
+    def public(self, path: str) -> str:
+        """Absolute public URL of one of our paths."""
+        return self.public_base_url.rstrip("/") + path
 
 
-def public_url(settings: Any, request: RawRequest) -> str:
+def public_url(config: TwilioConfig, request: RawRequest) -> str:
     """The URL Twilio called: public base + the path and raw query of what we received."""
     parts = urlsplit(request.url)
-    base = str(getattr(settings, "public_base_url", "")).rstrip("/")
+    base = config.public_base_url.rstrip("/")
     url = base + (parts.path or "/")
     if parts.query:
         url += "?" + parts.query
@@ -103,15 +126,15 @@ def params_for_audit(params: MultiDict[str]) -> dict[str, str]:
     return {key: nfc(value) for key, value in params.items()}
 
 
-def verify_signature(settings: Any, request: RawRequest) -> None:
+def verify_signature(config: TwilioConfig, request: RawRequest) -> None:
     """Check X-Twilio-Signature against the public URL; SignatureError(403) otherwise."""
-    token = str(getattr(settings, "twilio_auth_token", "") or "")
+    token = config.auth_token
     signature = request.header(SIGNATURE_HEADER)
     if not token:
         raise SignatureError("twilio auth token not configured", status=403)
     if not signature:
         raise SignatureError("missing X-Twilio-Signature", status=403)
-    url = public_url(settings, request)
+    url = public_url(config, request)
     params: Any
     if is_form(request):
         try:
@@ -155,8 +178,6 @@ class SessionHttpClient(AsyncHttpClient):
     """twilio's async HTTP client interface on top of the app's shared aiohttp session."""
 
     def __init__(self, session: aiohttp.ClientSession | None, timeout: float = 15.0) -> None:
-        import logging
-
         super().__init__(logging.getLogger("twilio.http_client"), True, timeout)
         self.session = session
 
@@ -190,7 +211,8 @@ class SessionHttpClient(AsyncHttpClient):
         assert session is not None
         try:
             async with session.request(
-                method.upper(), url, params=params, data=form, headers=headers,
+                method.upper(), url, data=form, headers=headers,
+                params={k: str(v) for k, v in params.items()} if params else None,
                 timeout=client_timeout, allow_redirects=allow_redirects,
             ) as resp:
                 text = await resp.text()
@@ -207,15 +229,11 @@ def basic_auth(login: str, password: str) -> str:
     return f"Basic {token}"
 
 
-def make_client(settings: Any, http: aiohttp.ClientSession | None) -> Client:
-    """A twilio.rest.Client whose API domain is `settings.twilio_api_base` (fake in tests)."""
-    client = Client(
-        settings.twilio_account_sid,
-        settings.twilio_auth_token,
-        http_client=SessionHttpClient(http),
-    )
+def make_client(config: TwilioConfig, http: aiohttp.ClientSession | None) -> Client:
+    """A twilio.rest.Client whose API domain is `config.api_base` (a fake in tests)."""
+    client = Client(config.account_sid, config.auth_token, http_client=SessionHttpClient(http))
     # twilio 9: every REST resource builds its URL from the domain's `base_url` at call time.
-    client.api.base_url = str(settings.twilio_api_base).rstrip("/")
+    client.api.base_url = config.api_base.rstrip("/")
     return client
 
 
@@ -257,69 +275,27 @@ def _host_ok(host: str, configured: str, suffixes: tuple[str, ...]) -> bool:
 
 
 async def fetch_twilio_media(
-    settings: Any, http: aiohttp.ClientSession | None, attachment: Attachment, max_bytes: int
+    config: TwilioConfig, http: aiohttp.ClientSession | None, attachment: Attachment,
+    max_bytes: int,
 ) -> tuple[bytes, str | None]:
     """Download Twilio media/recordings with Basic auth, following Twilio's CDN redirect.
 
     Only URLs on api.twilio.com, *.twilio.com or the configured API host are fetched; the
     credentials go with that first request only, never to the CDN the redirect points at.
-    Errors are SendError: retryable for 429/5xx/network, not for 4xx/too large/bad host.
     """
-    base = urlsplit(str(settings.twilio_api_base))
+    base = urlsplit(config.api_base)
     configured = (base.hostname or "").lower()
-    url = attachment.url
-    first = urlsplit(url)
-    if first.scheme not in ("https", "http") or not _host_ok(
-        first.hostname or "", configured, TWILIO_HOST_SUFFIXES
-    ):
-        raise SendError("media URL is not on a Twilio host", retryable=False, code="bad_host")
-    # Plain http only when the configured API base itself is http (the local fake in tests).
-    if first.scheme == "http" and not (
-        base.scheme == "http" and (first.hostname or "").lower() == configured
-    ):
-        raise SendError("media URL is not https", retryable=False, code="bad_host")
-    auth = {"Authorization": basic_auth(settings.twilio_account_sid, settings.twilio_auth_token)}
-    session = http if http is not None and not http.closed else aiohttp.ClientSession()
-    own = session is not http
-    try:
-        for hop in range(MAX_MEDIA_REDIRECTS + 1):
-            # Credentials go with the first request only: the redirect target is a signed,
-            # short-lived CDN link that needs none and must not see our auth token.
-            async with session.get(url, headers=auth if hop == 0 else None,
-                                   allow_redirects=False) as resp:
-                if resp.status in (301, 302, 303, 307, 308):
-                    target = urljoin(url, resp.headers.get("Location", ""))
-                    parts = urlsplit(target)
-                    thost = (parts.hostname or "").lower()
-                    if not _host_ok(thost, configured, REDIRECT_HOST_SUFFIXES) or (
-                        parts.scheme != "https"
-                        and not (base.scheme == "http" and thost == configured)
-                    ):
-                        raise SendError("media redirect leaves Twilio", retryable=False,
-                                        code="bad_redirect")
-                    url = target
-                    continue
-                if resp.status == 429 or resp.status >= 500:
-                    raise SendError(f"media download {resp.status}", retryable=True,
-                                    code=str(resp.status))
-                if resp.status != 200:
-                    raise SendError(f"media download {resp.status}", retryable=False,
-                                    code=str(resp.status))
-                if resp.content_length is not None and resp.content_length > max_bytes:
-                    raise SendError("media too large", retryable=False, code="too_large")
-                chunks: list[bytes] = []
-                size = 0
-                async for chunk in resp.content.iter_chunked(65536):
-                    size += len(chunk)
-                    if size > max_bytes:
-                        raise SendError("media too large", retryable=False, code="too_large")
-                    chunks.append(chunk)
-                mime = resp.headers.get("Content-Type", attachment.mime or "")
-                return b"".join(chunks), (mime.split(";")[0].strip() or attachment.mime)
-        raise SendError("too many media redirects", retryable=False, code="redirects")
-    except (aiohttp.ClientError, TimeoutError) as exc:
-        raise SendError(f"media download failed: {type(exc).__name__}", retryable=True,
-                        code="network") from exc
-    finally:
-        if own:
-            await session.close()
+
+    def allowed(url: str, hop: int) -> bool:
+        parts = urlsplit(url)
+        host = (parts.hostname or "").lower()
+        suffixes = TWILIO_HOST_SUFFIXES if hop == 0 else REDIRECT_HOST_SUFFIXES
+        if parts.scheme not in ("https", "http") or not _host_ok(host, configured, suffixes):
+            return False
+        # Plain http only when the configured API base itself is http (the local fake in tests).
+        return parts.scheme == "https" or (base.scheme == "http" and host == configured)
+
+    auth = {"Authorization": basic_auth(config.account_sid, config.auth_token)}
+    data, mime = await download(http, attachment.url, max_bytes, allowed=allowed,
+                                first_headers=auth, max_redirects=MAX_MEDIA_REDIRECTS)
+    return data, mime or attachment.mime

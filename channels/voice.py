@@ -6,8 +6,8 @@ Provider docs:
 - Recording status callback params (AccountSid, CallSid, RecordingSid, RecordingUrl,
   RecordingStatus, RecordingDuration, RecordingChannels, RecordingSource, ErrorCode — no From):
   https://www.twilio.com/docs/voice/api/recording#recordingstatuscallback
-- <Connect><Stream>: https://www.twilio.com/docs/voice/twiml/stream (the WebSocket side lives
-  in gateway/web/voice_stream.py).
+- <Connect><Stream>: https://www.twilio.com/docs/voice/twiml/stream (the stream protocol is
+  channels/voice_stream.py; the WebSocket route is gateway/web/voice_stream.py).
 
 Paths (all POST, all signed):
 - /webhooks/twilio/voice            call start → TwiML (greeting + <Record>, or <Connect><Stream>);
@@ -22,23 +22,29 @@ import logging
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import urlencode, urlsplit
 
+import aiohttp
+from pydantic import Field
 from twilio.twiml.voice_response import VoiceResponse
 
 from channels.base import (
     Ack,
     Attachment,
     Channel,
+    ChannelConfig,
+    ChannelTraits,
     InboundMessage,
+    MessageMeta,
     OutboundMessage,
     RawRequest,
     SendError,
     SendResult,
+    TokenStore,
     utcnow,
 )
-from channels.sms import SmsChannel
+from channels.sms import SmsChannel, SmsConfig
 from channels.twilio_common import (
     TWIML_TYPE,
     fetch_twilio_media,
@@ -57,6 +63,27 @@ MEDIA_PATH = "/webhooks/twilio/media"
 
 VOICE = "Google.vi-VN-Standard-A"  # Polly/alice have no vi-VN (PROTOCOLS §5)
 LANGUAGE = "vi-VN"
+# Keys of the [voice] table of config/messages.vi.toml the hotline speaks.
+TEXT_KEYS = ("greeting", "stream_greeting", "goodbye")
+
+
+class VoiceConfig(SmsConfig):
+    """The Twilio account (answers go out by SMS), the hotline mode and where calls are kept."""
+
+    mode: Literal["record", "stream"] = Field(validation_alias="voice_mode")
+    max_seconds: int = Field(validation_alias="voice_max_seconds")
+    var_dir: Path = Field(validation_alias="var_dir")
+    media_dir: Path | None = Field(validation_alias="media_dir")
+
+    @property
+    def enabled(self) -> bool:
+        """Needs the account SID and auth token."""
+        return bool(self.account_sid and self.auth_token)
+
+    @property
+    def calls_dir(self) -> Path:
+        """Where Media Streams recordings are saved (media dir / calls)."""
+        return (self.media_dir or self.var_dir / "media") / "calls"
 
 
 def caller_sender(from_number: str | None, call_sid: str) -> str:
@@ -64,48 +91,39 @@ def caller_sender(from_number: str | None, call_sid: str) -> str:
     return tel_urn(from_number) or f"call:{call_sid}"
 
 
-class VoiceChannel(Channel):
+class VoiceChannel(Channel[VoiceConfig]):
     """Twilio Voice hotline: TwiML answers, recordings become reports."""
 
     name: ClassVar[str] = "voice"
+    config_model: ClassVar[type[ChannelConfig]] = VoiceConfig
+    traits: ClassVar[ChannelTraits] = ChannelTraits(
+        label="Gọi", title="Đường dây nóng", reply_window=None, sms_like=True,
+        conversational=False, spoken=True,
+    )
     max_body_bytes: ClassVar[int] = 64_000
 
-    # Citizen-facing texts; the lead passes config/messages.vi.toml in via `messages`.
-    greeting: ClassVar[str] = (
-        "Xin chào, đây là đường dây nóng tiếp nhận phản ánh hiện trường. Sau tiếng bíp, "
-        "xin nói nội dung phản ánh và địa điểm, rồi bấm phím thăng."
-    )
-    stream_greeting: ClassVar[str] = (
-        "Xin chào, đây là đường dây nóng tiếp nhận phản ánh hiện trường. Xin nói nội dung "
-        "phản ánh và địa điểm. Nói xong, xin bấm phím thăng hoặc gác máy."
-    )
-    goodbye: ClassVar[str] = (
-        "Cảm ơn quý vị. Phản ánh đã được ghi nhận, chúng tôi sẽ nhắn tin mã số theo dõi. "
-        "Xin chào."
-    )
-    messages: Mapping[str, str] = {}  # the lead sets config texts per instance
+    def __init__(
+        self,
+        config: VoiceConfig,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        tokens: TokenStore | None = None,
+        texts: Mapping[str, str] | None = None,
+    ) -> None:
+        super().__init__(config, http=http, tokens=tokens, texts=texts)
+        missing = [key for key in TEXT_KEYS if not self.texts.get(key)]
+        if missing:
+            raise ValueError(f"[voice] texts missing from the messages file: {missing}")
+        # Answers to a caller go out by SMS from the same Twilio account.
+        self.sms = SmsChannel(config, http=http, tokens=tokens)
 
-    @classmethod
-    def enabled(cls, settings: Any) -> bool:
-        """Needs the account SID and auth token."""
-        return bool(settings.twilio_account_sid and settings.twilio_auth_token)
-
-    def text(self, key: str, default: str) -> str:
-        """A citizen-facing text from `messages` (config) or the built-in default."""
-        # The lead passes the [voice] table of config/messages.vi.toml (greeting, goodbye,
-        # stream_greeting); "voice_<key>" is accepted too for a flat table.
-        messages = self.messages or {}
-        value = messages.get(key) or messages.get(f"voice_{key}")
-        return value or default
-
-    @property
-    def voice_mode(self) -> str:
-        """'record' (default) or 'stream' (real-time Media Streams)."""
-        return str(getattr(self.settings, "voice_mode", "record") or "record")
+    def text(self, key: str) -> str:
+        """A citizen-facing text of the [voice] table (checked at construction)."""
+        return self.texts[key]
 
     def public(self, path: str) -> str:
         """Absolute public URL of one of our paths."""
-        return str(self.settings.public_base_url).rstrip("/") + path
+        return self.config.public(path)
 
     def stream_url(self) -> str:
         """The wss:// URL of the Media Streams route (Twilio wants wss, no query string)."""
@@ -118,7 +136,7 @@ class VoiceChannel(Channel):
 
     def verify(self, request: RawRequest) -> None:
         """X-Twilio-Signature over the public URL and the form params."""
-        verify_signature(self.settings, request)
+        verify_signature(self.config, request)
 
     @staticmethod
     def _path(request: RawRequest) -> str:
@@ -149,10 +167,6 @@ class VoiceChannel(Channel):
             seconds = int(duration) if duration else 0
         except ValueError:
             seconds = 0
-        raw["CallSid"] = call_sid
-        raw["RecordingDuration"] = duration
-        if seconds <= 0:
-            raw["silent"] = True  # empty/silent recordings are recorded as such, not dropped
         return [InboundMessage(
             channel=self.name,
             external_id=recording_sid,
@@ -161,6 +175,8 @@ class VoiceChannel(Channel):
             received_at=utcnow(),
             attachments=(Attachment(kind="audio", url=recording_url + ".wav", mime="audio/wav"),),
             raw=raw,
+            # Empty/silent recordings are recorded as such, not dropped.
+            meta=MessageMeta(silent=seconds <= 0),
         )]
 
     def _say(self, response: VoiceResponse, text: str) -> None:
@@ -170,8 +186,8 @@ class VoiceChannel(Channel):
         """TwiML for a new call: greeting + <Record>, or <Connect><Stream> in stream mode."""
         response = VoiceResponse()
         caller = tel_urn(params.get("From"))
-        if self.voice_mode == "stream":
-            self._say(response, self.text("stream_greeting", self.stream_greeting))
+        if self.config.mode == "stream":
+            self._say(response, self.text("stream_greeting"))
             connect = response.connect()
             stream = connect.stream(url=self.stream_url())
             # Media Streams forbid query strings: custom data travels as <Parameter>s and
@@ -179,10 +195,10 @@ class VoiceChannel(Channel):
             if caller:
                 stream.parameter(name="From", value=caller[4:])
             # Runs once we close the socket (after '#', the time limit, or end of stream).
-            self._say(response, self.text("goodbye", self.goodbye))
+            self._say(response, self.text("goodbye"))
             response.hangup()
             return str(response)
-        self._say(response, self.text("greeting", self.greeting))
+        self._say(response, self.text("greeting"))
         callback = self.public(RECORDING_PATH)
         if caller:
             callback += "?" + urlencode({"From": caller[4:]})
@@ -190,7 +206,7 @@ class VoiceChannel(Channel):
             # Without an action Twilio re-requests this document and the greeting would loop.
             action=self.public(CALL_PATH) + "?step=recorded",
             method="POST",
-            max_length=int(getattr(self.settings, "voice_max_seconds", 120) or 120),
+            max_length=self.config.max_seconds,
             timeout=5,
             finish_on_key="#",
             play_beep=True,
@@ -200,14 +216,14 @@ class VoiceChannel(Channel):
             recording_status_callback_event="completed",
         )
         # Reached when nothing was recorded (Twilio skips the action for empty recordings).
-        self._say(response, self.text("goodbye", self.goodbye))
+        self._say(response, self.text("goodbye"))
         response.hangup()
         return str(response)
 
     def recorded_twiml(self) -> str:
         """The <Record action> answer: thank the caller and hang up."""
         response = VoiceResponse()
-        self._say(response, self.text("goodbye", self.goodbye))
+        self._say(response, self.text("goodbye"))
         response.hangup()
         return str(response)
 
@@ -228,17 +244,16 @@ class VoiceChannel(Channel):
         if not message.recipient.startswith("tel:"):
             raise SendError("caller number unknown (withheld or not linked yet)",
                             retryable=False, code="no_number")
-        sms = SmsChannel(self.settings, self.http, self.tokens)
-        return await sms.send(replace(message, channel="sms"))
+        return await self.sms.send(replace(message, channel="sms"))
 
     async def fetch_media(self, attachment: Attachment, max_bytes: int) -> tuple[bytes, str | None]:
         """Download a recording (Twilio) or read a stream recording saved under media/calls."""
         if attachment.url.startswith("file://"):
             return self._read_local(attachment, max_bytes)
-        return await fetch_twilio_media(self.settings, self.http, attachment, max_bytes)
+        return await fetch_twilio_media(self.config, self.http, attachment, max_bytes)
 
     def _read_local(self, attachment: Attachment, max_bytes: int) -> tuple[bytes, str | None]:
-        calls = (Path(self.settings.resolved_media_dir()) / "calls").resolve()
+        calls = self.config.calls_dir.resolve()
         path = Path(attachment.url[len("file://"):]).resolve()
         if not path.is_relative_to(calls):
             raise SendError("local media outside media/calls", retryable=False, code="bad_path")

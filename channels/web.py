@@ -11,12 +11,15 @@ import hashlib
 import hmac
 import json
 import re
-import unicodedata
 from typing import Any, ClassVar
+
+from pydantic import Field
 
 from channels.base import (
     Attachment,
     Channel,
+    ChannelConfig,
+    ChannelTraits,
     GeoPoint,
     InboundMessage,
     MalformedError,
@@ -26,6 +29,7 @@ from channels.base import (
     SignatureError,
     utcnow,
 )
+from channels.text import nfc
 
 _SID_RE = re.compile(r"^[A-Za-z0-9_-]{16,64}$")
 _CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
@@ -37,16 +41,27 @@ def session_token(secret: str, sid: str) -> str:
     return hmac.new(secret.encode(), f"web:{sid}".encode(), hashlib.sha256).hexdigest()
 
 
-class WebChannel(Channel):
+class WebConfig(ChannelConfig):
+    """PAHT_WEB_ENABLED and the secret that signs browser sessions."""
+
+    web_enabled: bool = Field(validation_alias="web_enabled")
+    session_secret: str = Field(validation_alias="session_secret")
+
+    @property
+    def enabled(self) -> bool:
+        """Enabled unless PAHT_WEB_ENABLED=false."""
+        return self.web_enabled
+
+
+class WebChannel(Channel[WebConfig]):
     """The demo channel that needs no provider account."""
 
     name: ClassVar[str] = "web"
+    config_model: ClassVar[type[ChannelConfig]] = WebConfig
+    traits: ClassVar[ChannelTraits] = ChannelTraits(
+        label="Web", title="Web chat", reply_window=None, sms_like=False, conversational=True
+    )
     max_body_bytes: ClassVar[int] = 64_000
-
-    @classmethod
-    def enabled(cls, settings: Any) -> bool:
-        """Enabled unless PAHT_WEB_ENABLED=false."""
-        return bool(settings.web_enabled)
 
     def _body(self, request: RawRequest) -> dict[str, Any]:
         try:
@@ -67,7 +82,7 @@ class WebChannel(Channel):
         token = data.get("token") if isinstance(data, dict) else None
         if not isinstance(sid, str) or not isinstance(token, str) or not _SID_RE.match(sid):
             raise SignatureError("missing web chat session", status=401)
-        expected = session_token(self.settings.session_secret, sid)
+        expected = session_token(self.config.session_secret, sid)
         # Bytes, not str: compare_digest refuses non-ASCII strings with a TypeError.
         if not hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace")):
             raise SignatureError("bad web chat session token", status=403)
@@ -81,7 +96,7 @@ class WebChannel(Channel):
         text = data.get("text") or ""
         if not isinstance(text, str) or len(text) > MAX_TEXT:
             raise MalformedError("text must be a string of at most 5000 characters")
-        text = unicodedata.normalize("NFC", text).strip()
+        text = nfc(text).strip()
         location = None
         loc = data.get("location")
         if loc is not None:

@@ -13,7 +13,6 @@ import hmac
 import json
 import logging
 import re
-import unicodedata
 from collections.abc import Iterable, Mapping
 from datetime import datetime, timedelta
 from typing import Any, ClassVar
@@ -24,6 +23,8 @@ import aiohttp
 from channels.base import (
     Attachment,
     Channel,
+    ChannelConfig,
+    ChannelTraits,
     GeoPoint,
     InboundMessage,
     MalformedError,
@@ -32,19 +33,17 @@ from channels.base import (
     SendError,
     SendResult,
     SignatureError,
+    TokenStore,
     from_epoch,
     utcnow,
 )
-from channels.meta_send import (
-    download_media,
-    numbered_buttons,
-    phone_e164,
-    split_text,
-    window_closed,
-)
+from channels.download import download, hosts_check
+from channels.meta_send import numbered_buttons, phone_e164, window_closed
+from channels.text import nfc, split_text
 from channels.zalo_tokens import (
     TOKEN_CODES,
     TokenError,
+    ZaloConfig,
     ZaloTokens,
     classify_oa_error,
     oa_error_code,
@@ -54,6 +53,7 @@ log = logging.getLogger("paht.channels.zalo")
 
 # cs messages are free for 48 h after the user's last interaction and refused (-230) after 7 d.
 WINDOW = timedelta(days=7)
+MAX_TEXT = 2000
 MEDIA_EVENTS = {"image": "image", "gif": "image", "audio": "audio", "video": "video",
                 "file": "file"}
 IGNORED_PREFIXES = ("oa_send_", "user_received_message", "user_seen_message",
@@ -61,19 +61,19 @@ IGNORED_PREFIXES = ("oa_send_", "user_received_message", "user_seen_message",
 _TS_RE = re.compile(rb'"timestamp"\s*:\s*"?(\d+)')
 
 
-def _nfc(text: Any) -> str:
-    return unicodedata.normalize("NFC", text) if isinstance(text, str) else ""
-
-
 def _loads(body: bytes) -> Any:
     # parse_int=str: 18-19 digit IDs must never pass through float/int rounding.
     return json.loads(body, parse_int=str, parse_float=str)
 
 
-class ZaloChannel(Channel):
+class ZaloChannel(Channel[ZaloConfig]):
     """A province's Zalo OA; sender URN "zalo:<uid>" (anonymous users "zalo:anon:<id>")."""
 
     name: ClassVar[str] = "zalo"
+    config_model: ClassVar[type[ChannelConfig]] = ZaloConfig
+    traits: ClassVar[ChannelTraits] = ChannelTraits(
+        label="Zalo", title="Zalo OA", reply_window=WINDOW, sms_like=False, conversational=True
+    )
     # Zalo CDNs: photo/voice/file hosts under zadn.vn and zdn.vn (e.g. voice-aac-dl.zdn.vn),
     # links under zalo.me.
     MEDIA_HOST_SUFFIXES: ClassVar[tuple[str, ...]] = ("zadn.vn", "zdn.vn", "zalo.me")
@@ -82,28 +82,20 @@ class ZaloChannel(Channel):
 
     def __init__(
         self,
-        settings: Any,
-        http: Any = None,
-        tokens: Any = None,
+        config: ZaloConfig,
+        *,
+        http: aiohttp.ClientSession | None = None,
+        tokens: TokenStore | None = None,
+        texts: Mapping[str, str] | None = None,
         allowed_media_hosts: Iterable[str] = (),
     ) -> None:
-        super().__init__(settings, http, tokens)
+        super().__init__(config, http=http, tokens=tokens, texts=texts)
         self.allowed_media_hosts: set[str] = set(allowed_media_hosts)
-        self.token_manager = ZaloTokens(settings, http, tokens)
+        self.token_manager = ZaloTokens(config, http, tokens)
         self.last_signature_variant: str | None = None
-
-    @classmethod
-    def enabled(cls, settings: Any) -> bool:
-        """Needs the app id and secret (signature, token refresh) and an initial token."""
-        return bool(
-            settings.zalo_app_id
-            and settings.zalo_app_secret
-            and (settings.zalo_access_token or settings.zalo_refresh_token)
-        )
 
     async def refresh_if_expiring(self, margin_s: float = 3600) -> bool:
         """Rotate the OA token pair when it expires within `margin_s` (schedule hourly)."""
-        self.token_manager.http = self.http
         return await self.token_manager.refresh_if_expiring(margin_s)
 
     # -- inbound ---------------------------------------------------------------------------
@@ -135,9 +127,9 @@ class ZaloChannel(Channel):
 
     def _match(self, request: RawRequest, body: dict[str, Any], got: str) -> str | None:
         """Try the documented variants; return the label of the one that matched."""
-        s = self.settings
-        firsts: dict[str, str] = {"app_id": s.zalo_app_id}
-        if body.get("app_id") and body.get("app_id") != s.zalo_app_id:
+        s = self.config
+        firsts: dict[str, str] = {"app_id": s.app_id}
+        if body.get("app_id") and body.get("app_id") != s.app_id:
             firsts["body_app_id"] = str(body["app_id"])
         # Community threads report the OA id working as the first term. It is the recipient
         # of user events and the sender of the OA's own (echo) events.
@@ -155,7 +147,7 @@ class ZaloChannel(Channel):
         header_ts = request.header("X-ZEvent-Timestamp")
         if header_ts and header_ts != stamps.get("body_ts"):
             stamps["header_ts"] = header_ts.strip()
-        secrets = {"oa_secret": s.zalo_oa_secret, "app_secret": s.zalo_app_secret}
+        secrets = {"oa_secret": s.oa_secret, "app_secret": s.app_secret}
         try:
             data = request.body.decode("utf-8")
         except UnicodeDecodeError:
@@ -231,9 +223,9 @@ class ZaloChannel(Channel):
         sender = self._sender("user_submit_info", body)
         ext = f"submit_info:{sender.partition(':')[2]}:{body.get('timestamp', '')}"
         return [InboundMessage(
-            channel=self.name, external_id=ext, sender=sender, text=_nfc(address),
+            channel=self.name, external_id=ext, sender=sender, text=nfc(address),
             received_at=received, contact_phone=phone_e164(info.get("phone")),
-            sender_name=_nfc(info.get("name")) or None, kind="contact", raw=body,
+            sender_name=nfc(info.get("name")) or None, kind="contact", raw=body,
         )]
 
     def _message(self, event: str, body: dict[str, Any],
@@ -247,7 +239,7 @@ class ZaloChannel(Channel):
         if not msg_id:
             raise MalformedError("message without msg_id")
         sender = self._sender(event, body)
-        text = _nfc(message.get("text"))
+        text = nfc(message.get("text"))
         attachments: list[Attachment] = []
         location: GeoPoint | None = None
         for att in message.get("attachments") or []:
@@ -281,8 +273,8 @@ class ZaloChannel(Channel):
             mime = "audio/amr" if path.endswith(".amr") else "audio/aac"
         size = payload.get("size")
         return Attachment(kind=kind, url=url, mime=mime,
-                          size=int(size) if str(size or "").isdigit() else None,
-                          name=_nfc(payload.get("name")) or None)
+                          size=int(str(size)) if str(size or "").isdigit() else None,
+                          name=nfc(payload.get("name")) or None)
 
     @staticmethod
     def _location(payload: Mapping[str, Any], text: str) -> GeoPoint | None:
@@ -329,7 +321,7 @@ class ZaloChannel(Channel):
             text, subtitle = "", text  # the form carries the question itself
         else:
             subtitle = contact.title if contact is not None else ""
-        for i, chunk in enumerate(split_text(text) if text else []):
+        for i, chunk in enumerate(split_text(text, MAX_TEXT)):
             msg: dict[str, Any] = {"text": chunk}
             if i == 0 and message.reply_to:
                 msg["quote_message_id"] = message.reply_to
@@ -351,7 +343,6 @@ class ZaloChannel(Channel):
         return [{"recipient": {"user_id": uid}, "message": m} for m in bodies]
 
     async def _send_one(self, body: dict[str, Any]) -> Mapping[str, Any]:
-        self.token_manager.http = self.http  # in case the session was replaced after init
         token = await self._token()
         data = await self._post_cs(token, body)
         code = oa_error_code(data)
@@ -375,10 +366,10 @@ class ZaloChannel(Channel):
                             code="token_store") from exc
 
     async def _post_cs(self, token: str, body: dict[str, Any]) -> Mapping[str, Any]:
-        url = self.settings.zalo_api_base.rstrip("/") + "/v3.0/oa/message/cs"
+        url = self.config.api_base.rstrip("/") + "/v3.0/oa/message/cs"
         try:
             # A bare `access_token` header, not "Authorization: Bearer".
-            async with self.http.post(url, json=body, headers={"access_token": token}) as resp:
+            async with self.session.post(url, json=body, headers={"access_token": token}) as resp:
                 raw = await resp.read()
                 status = resp.status
         except (aiohttp.ClientError, TimeoutError) as exc:
@@ -401,7 +392,8 @@ class ZaloChannel(Channel):
         host = (urlsplit(url).hostname or "").lower()
         if url.startswith("http://") and host.endswith(self.MEDIA_HOST_SUFFIXES):
             url = "https://" + url[len("http://"):]  # some payloads carry http:// CDN links
-        data, mime = await download_media(self.http, url, max_bytes, self.MEDIA_HOST_SUFFIXES,
-                                          self.allowed_media_hosts)
+        data, mime = await download(self.http, url, max_bytes,
+                                    allowed=hosts_check(self.MEDIA_HOST_SUFFIXES,
+                                                        self.allowed_media_hosts))
         return data, mime or attachment.mime
 

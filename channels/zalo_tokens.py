@@ -20,8 +20,9 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import aiohttp
+from pydantic import Field
 
-from channels.base import ChannelError, SendError, TokenStore, utcnow
+from channels.base import ChannelConfig, ChannelError, SendError, TokenStore, utcnow
 
 log = logging.getLogger("paht.channels.zalo")
 
@@ -34,6 +35,23 @@ RETRY_CODES: dict[int, float | None] = {-32: 60.0, -200: None, -211: 3600.0}
 _ICT = timedelta(hours=7)  # Asia/Ho_Chi_Minh, no DST
 
 TOKEN_KEY = "zalo:oa_tokens"  # noqa: S105 - a store key, not a secret
+
+
+class ZaloConfig(ChannelConfig):
+    """PAHT_ZALO_* (the OA's app, its secrets, the seed token pair and the API bases)."""
+
+    app_id: str = Field(validation_alias="zalo_app_id")
+    app_secret: str = Field(validation_alias="zalo_app_secret")
+    oa_secret: str = Field(validation_alias="zalo_oa_secret")
+    access_token: str = Field(validation_alias="zalo_access_token")
+    refresh_token: str = Field(validation_alias="zalo_refresh_token")
+    api_base: str = Field(validation_alias="zalo_api_base")
+    oauth_base: str = Field(validation_alias="zalo_oauth_base")
+
+    @property
+    def enabled(self) -> bool:
+        """Needs the app id and secret (signature, token refresh) and an initial token."""
+        return bool(self.app_id and self.app_secret and (self.access_token or self.refresh_token))
 
 
 class TokenError(ChannelError):
@@ -70,31 +88,32 @@ class InMemoryTokenStore:
 class ZaloTokens:
     """Keeps the OA token pair fresh; every process shares it through the TokenStore."""
 
-    def __init__(self, settings: Any, http: Any, store: TokenStore | None) -> None:
-        self.settings = settings
+    def __init__(self, config: ZaloConfig, http: aiohttp.ClientSession | None,
+                 store: TokenStore | None) -> None:
+        self.config = config
         self.http = http
         self.store: TokenStore = store if store is not None else InMemoryTokenStore()
         self._lock = asyncio.Lock()
 
     def _seed_mark(self) -> str:
         """A fingerprint of the settings' pair (never the tokens themselves)."""
-        seed = f"{self.settings.zalo_access_token}|{self.settings.zalo_refresh_token}"
+        seed = f"{self.config.access_token}|{self.config.refresh_token}"
         return hashlib.sha256(seed.encode()).hexdigest()[:16]
 
     async def current(self) -> Mapping[str, Any]:
-        """The stored pair, seeded from settings (zalo_access_token/zalo_refresh_token).
+        """The stored pair, seeded from the config (PAHT_ZALO_ACCESS_TOKEN/_REFRESH_TOKEN).
 
         When an admin re-consents and puts a *new* pair in the settings, it replaces the
         stored one once (the stored pair remembers which settings pair it descends from).
         """
         record = await self.store.get(TOKEN_KEY)
         mark = self._seed_mark()
-        has_seed = bool(self.settings.zalo_access_token or self.settings.zalo_refresh_token)
+        has_seed = bool(self.config.access_token or self.config.refresh_token)
         if record is not None and (record.get("seed") in (mark, None) or not has_seed):
             return record
         seed = {
-            "access_token": self.settings.zalo_access_token,
-            "refresh_token": self.settings.zalo_refresh_token,
+            "access_token": self.config.access_token,
+            "refresh_token": self.config.refresh_token,
             "expires_at": None,  # unknown: the first refresh_if_expiring() rotates it
             "seed": mark,
         }
@@ -147,10 +166,12 @@ class ZaloTokens:
         return after.get("access_token") != before
 
     async def _call_oauth(self, refresh_token: str) -> dict[str, Any]:
-        url = self.settings.zalo_oauth_base.rstrip("/") + "/v4/oa/access_token"
-        form = {"app_id": self.settings.zalo_app_id, "grant_type": "refresh_token",
+        url = self.config.oauth_base.rstrip("/") + "/v4/oa/access_token"
+        form = {"app_id": self.config.app_id, "grant_type": "refresh_token",
                 "refresh_token": refresh_token}
-        headers = {"secret_key": self.settings.zalo_app_secret}
+        headers = {"secret_key": self.config.app_secret}
+        if self.http is None:
+            raise TokenError("no HTTP session", retryable=True)
         try:
             async with self.http.post(url, data=form, headers=headers) as resp:
                 text = await resp.text()

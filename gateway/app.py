@@ -7,7 +7,6 @@ database → HTTP client → services (texts, classifier, speech, channels) → 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 from collections.abc import AsyncIterator
@@ -16,26 +15,15 @@ from pathlib import Path
 import aiohttp
 from aiohttp import web
 
-from channels.registry import CHANNELS as CHANNEL_NAMES
-from channels.registry import channel_class
+from channels.registry import ChannelSet
 from gateway.domain.texts import Texts
-from gateway.keys import (
-    CHANNELS,
-    CLASSIFIER,
-    DISABLED,
-    ENGINE,
-    HTTP,
-    INGESTOR,
-    METRICS,
-    SERVICES,
-    SESSIONS,
-    SETTINGS,
-    SPEECH,
-)
+from gateway.keys import ENGINE, INGESTOR, SERVICES, SETTINGS
 from gateway.ops.metrics import Metrics
 from gateway.services import Services
 from gateway.settings import Settings
 from gateway.web.ingest import Ingestor
+from gateway.workers.speech import Speech, start_speech
+from nlp.classifier import Classifier
 from store import migrate
 from store.db import create_engine, is_sqlite, session_factory
 from store.repo import DbTokenStore
@@ -65,74 +53,42 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
         await asyncio.to_thread(migrate.upgrade, settings.database_url)
     engine = create_engine(settings.database_url)
     app[ENGINE] = engine
-    app[SESSIONS] = session_factory(engine)
     yield
     await engine.dispose()
 
 
-async def _http(app: web.Application) -> AsyncIterator[None]:
-    timeout = aiohttp.ClientTimeout(total=30, connect=10)
-    async with aiohttp.ClientSession(timeout=timeout) as session:
-        app[HTTP] = session
-        yield
-
-
-def _load_classifier(settings: Settings) -> object | None:
-    try:
-        from nlp.classifier import Classifier
-    except ImportError:
-        log.warning("classifier not available: reports wait for an operator")
-        return None
-    return Classifier.load(
-        settings.config_dir, min_score=settings.review_min_score,
-        min_margin=settings.review_min_margin,
-    )
+def _load_classifier(settings: Settings) -> Classifier:
+    return Classifier.load(settings.config_dir, min_score=settings.review_min_score,
+                           min_margin=settings.review_min_margin)
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
+    """Build every shared dependency once, in order, then hand them out typed."""
     settings = app[SETTINGS]
-    metrics = app[METRICS]
-    services = Services(
-        settings=settings, sessions=app[SESSIONS], texts=Texts.load(settings.config_dir),
-        metrics=metrics,
-    )
-    services.classifier = await asyncio.to_thread(_load_classifier, settings)
-    app[CLASSIFIER] = services.classifier
-    from gateway.workers.speech import start_speech
-
-    services.speech = await start_speech(settings)
-    app[SPEECH] = services.speech
-    tokens = DbTokenStore(app[SESSIONS])
-    disabled: dict[str, str] = {}
-    for name in CHANNEL_NAMES:
+    sessions = session_factory(app[ENGINE])
+    texts = Texts.load(settings.config_dir)
+    classifier: Classifier | None = await asyncio.to_thread(_load_classifier, settings)
+    speech: Speech | None = await start_speech(settings)
+    timeout = aiohttp.ClientTimeout(total=30, connect=10)
+    async with aiohttp.ClientSession(timeout=timeout) as http:
+        # Every channel's typed config is validated here: a renamed setting stops the start.
+        channels = ChannelSet.build(settings, http=http, tokens=DbTokenStore(sessions),
+                                    texts=texts.data)
+        services = Services(
+            settings=settings, sessions=sessions, texts=texts, metrics=Metrics(),
+            channels=channels, classifier=classifier, speech=speech,
+            write_gate=WriteGate() if is_sqlite(settings.database_url) else None,
+        )
+        await channels.start_all()
+        app[SERVICES] = services
+        app[INGESTOR] = Ingestor(sessions, services.metrics, services.worker_wake,
+                                 services.write_gate)
         try:
-            cls = channel_class(name)
-        except (ImportError, AttributeError) as exc:
-            disabled[name] = f"not installed ({type(exc).__name__})"
-            continue
-        if not cls.enabled(settings):
-            disabled[name] = "secrets not configured"
-            continue
-        channel = cls(settings, http=app[HTTP], tokens=tokens)
-        channel.messages = services.texts.data.get(name, {})
-        start = getattr(channel, "start", None)
-        if start is not None:
-            await start()
-        services.channels[name] = channel
-    app[CHANNELS] = services.channels
-    app[DISABLED] = disabled
-    app[SERVICES] = services
-    if is_sqlite(settings.database_url):
-        services.write_gate = WriteGate()
-    app[INGESTOR] = Ingestor(app[SESSIONS], metrics, services.worker_wake, services.write_gate)
-    yield
-    for channel in services.channels.values():
-        stop = getattr(channel, "stop", None)
-        if stop is not None:
-            with contextlib.suppress(Exception):
-                await stop()
-    if services.speech is not None:
-        services.speech.close()
+            yield
+        finally:
+            await channels.stop_all()
+            if speech is not None:
+                speech.close()
 
 
 async def _background(app: web.Application) -> AsyncIterator[None]:
@@ -182,8 +138,7 @@ def create_app(settings: Settings | None = None) -> web.Application:
     settings = _session_secret(settings or Settings())
     app = web.Application(client_max_size=max(settings.max_body_bytes, 10_000_000))
     app[SETTINGS] = settings
-    app[METRICS] = Metrics()
-    app.cleanup_ctx.extend([_database, _http, _services, _background])
+    app.cleanup_ctx.extend([_database, _services, _background])
 
     from gateway.web.api import setup_api
     from gateway.web.central import setup_central

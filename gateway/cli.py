@@ -10,34 +10,49 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gateway.cli_errors import (
+    CliError,
+    bind_listener,
+    check_config_dir,
+    check_database,
+    load_settings,
+    run_command,
+)
 from gateway.settings import Settings
 
 
-def _serve(args: argparse.Namespace) -> int:
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from aiohttp import web
 
     from gateway.app import create_app
     from gateway.ops.logs import setup_logging
 
-    settings = Settings()
-    updates = {k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None}
+    updates: dict[str, object] = {
+        k: v for k, v in (("host", args.host), ("port", args.port)) if v is not None
+    }
     if args.no_workers:
         updates["run_workers"] = False
     settings = settings.model_copy(update=updates)
-    setup_logging(settings.log_level, settings.log_json)
-    app = create_app(settings)
-    if args.telegram_polling:
-        from gateway.web.polling import enable_telegram_polling
+    # Bound before the URL is printed: a busy port is reported, never announced as served.
+    sock = bind_listener(settings.host, settings.port)
+    try:
+        setup_logging(settings.log_level, settings.log_json)
+        app = create_app(settings)
+        if args.telegram_polling:
+            from gateway.web.polling import enable_telegram_polling
 
-        enable_telegram_polling(app)
-    url = f"http://{settings.host}:{settings.port}/"
+            enable_telegram_polling(app)
+    except BaseException:
+        sock.close()
+        raise
+    host = f"[{settings.host}]" if ":" in settings.host else settings.host
+    url = f"http://{host}:{sock.getsockname()[1]}/"
     print(f"PAHT Gateway: mở {url} để gửi phản ánh qua web chat (open {url})", flush=True)
-    web.run_app(app, host=settings.host, port=settings.port, print=None,
-                access_log=None, shutdown_timeout=10)
+    web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=10)
     return 0
 
 
-def _worker(args: argparse.Namespace) -> int:
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
     import signal
 
     from aiohttp import web
@@ -45,7 +60,7 @@ def _worker(args: argparse.Namespace) -> int:
     from gateway.app import create_app
     from gateway.ops.logs import setup_logging
 
-    settings = Settings().model_copy(update={"run_workers": True})
+    settings = settings.model_copy(update={"run_workers": True})
     setup_logging(settings.log_level, settings.log_json)
 
     async def run() -> None:
@@ -64,10 +79,9 @@ def _worker(args: argparse.Namespace) -> int:
     return 0
 
 
-def _classify(args: argparse.Namespace) -> int:
+def _classify(args: argparse.Namespace, settings: Settings) -> int:
     from nlp.classifier import Classifier
 
-    settings = Settings()
     clf = Classifier.load(settings.config_dir, min_score=settings.review_min_score,
                           min_margin=settings.review_min_margin)
     out = sys.stdout
@@ -90,33 +104,31 @@ def _classify(args: argparse.Namespace) -> int:
     return 0
 
 
-def _transcribe(args: argparse.Namespace) -> int:
+def _transcribe(args: argparse.Namespace, settings: Settings) -> int:
     from nlp.speech_cli import transcribe_command
 
-    settings = Settings()
     model = args.model
     if model is None:
         model = settings.whisper_model if args.engine == "whisper" else settings.vosk_model
     return transcribe_command(args.files, args.engine, Path(model) if model else None)
 
 
-def _models_download(args: argparse.Namespace) -> int:
+def _models_download(args: argparse.Namespace, settings: Settings) -> int:
     from nlp.speech_cli import models_download_command
 
-    dest = Path(args.dest) if args.dest else Settings().var_dir / "models"
+    dest = Path(args.dest) if args.dest else settings.var_dir / "models"
     return models_download_command(args.name, dest, sha256=args.sha256)
 
 
-def _db_upgrade(args: argparse.Namespace) -> int:
+def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
     from store.migrate import upgrade
 
-    settings = Settings()
     upgrade(settings.database_url, args.revision)
     print(f"database at revision {args.revision}")
     return 0
 
 
-def _operator_add(args: argparse.Namespace) -> int:
+def _operator_add(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.domain.accounts import add_operator
 
     if args.password_stdin:
@@ -129,21 +141,24 @@ def _operator_add(args: argparse.Namespace) -> int:
     if len(password) < 10:
         print("password must have at least 10 characters", file=sys.stderr)
         return 2
-    asyncio.run(add_operator(Settings(), args.name, password, args.role, args.display_name))
+    asyncio.run(add_operator(settings, args.name, password, args.role, args.display_name))
     print(f"operator {args.name} ({args.role}) saved")
     return 0
 
 
-def _keywords_suggest(args: argparse.Namespace) -> int:
+def _keywords_suggest(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.domain.keywords import suggest_command
 
-    return asyncio.run(suggest_command(Settings(), args.min_count, sys.stdout))
+    return asyncio.run(suggest_command(settings, args.min_count, sys.stdout))
 
 
-def _telegram_set_webhook(args: argparse.Namespace) -> int:
-    from channels.telegram import set_webhook
+def _telegram_set_webhook(args: argparse.Namespace, settings: Settings) -> int:
+    from channels.telegram_polling import set_webhook
 
-    result = asyncio.run(set_webhook(Settings()))
+    try:
+        result = asyncio.run(set_webhook(settings))
+    except ValueError as exc:  # a missing or malformed token/secret: a configuration error
+        raise CliError(str(exc)) from exc
     print(json.dumps(result, ensure_ascii=False))
     return 0
 
@@ -160,10 +175,10 @@ def build_parser() -> argparse.ArgumentParser:
                    help="fetch Telegram updates by long polling (no public URL needed)")
     p.add_argument("--no-workers", action="store_true",
                    help="only accept webhooks; run `paht worker` in another process")
-    p.set_defaults(func=_serve)
+    p.set_defaults(func=_serve, needs_db=True)
 
     p = sub.add_parser("worker", help="process stored messages and run scheduled jobs (no HTTP)")
-    p.set_defaults(func=_worker)
+    p.set_defaults(func=_worker, needs_db=True)
 
     p = sub.add_parser("classify", help="classify text lines from stdin into JSON lines")
     p.add_argument("--jsonl", action="store_true", help="input lines are JSON with a text field")
@@ -187,7 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
     dsub = p.add_subparsers(dest="db_command", required=True)
     u = dsub.add_parser("upgrade", help="apply migrations")
     u.add_argument("revision", nargs="?", default="head")
-    u.set_defaults(func=_db_upgrade)
+    u.set_defaults(func=_db_upgrade, needs_db=True)
 
     p = sub.add_parser("operator", help="console accounts")
     osub = p.add_subparsers(dest="operator_command", required=True)
@@ -196,13 +211,13 @@ def build_parser() -> argparse.ArgumentParser:
     a.add_argument("--role", default="operator", choices=["operator", "supervisor", "admin"])
     a.add_argument("--display-name")
     a.add_argument("--password-stdin", action="store_true")
-    a.set_defaults(func=_operator_add)
+    a.set_defaults(func=_operator_add, needs_db=True)
 
     p = sub.add_parser("keywords", help="classifier keywords")
     ksub = p.add_subparsers(dest="keywords_command", required=True)
     s = ksub.add_parser("suggest", help="phrases to add, mined from operator corrections")
     s.add_argument("--min-count", type=int, default=2)
-    s.set_defaults(func=_keywords_suggest)
+    s.set_defaults(func=_keywords_suggest, needs_db=True)
 
     p = sub.add_parser("telegram", help="Telegram bot")
     tsub = p.add_subparsers(dest="telegram_command", required=True)
@@ -211,7 +226,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _command_name(args: argparse.Namespace) -> str:
+    sub = getattr(args, f"{args.command}_command", None)
+    return " ".join(["paht", args.command, *([sub] if sub else [])])
+
+
+def _run(args: argparse.Namespace) -> int:
+    """Check settings, config directory and (for commands that use it) the database; run."""
+    settings = load_settings()
+    check_config_dir(settings)
+    if getattr(args, "needs_db", False):
+        check_database(settings)
+    code: int = args.func(args, settings)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Entry point of the `paht` console script."""
     args = build_parser().parse_args(argv)
-    raise SystemExit(args.func(args))
+    raise SystemExit(run_command(lambda: _run(args), _command_name(args)))

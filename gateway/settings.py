@@ -54,7 +54,8 @@ class Settings(BaseSettings):
     review_policy: Literal["low_confidence", "all", "none"] = "low_confidence"
     review_min_score: float = 0.55
     review_min_margin: float = 0.15
-    worker_concurrency: int = 4
+    worker_concurrency: int = 4  # media downloads and transcriptions in parallel per batch
+    worker_batch_size: int = 32  # events claimed and committed together (per-event fallback)
     worker_poll_seconds: float = 1.0
     worker_max_attempts: int = 5
     worker_lease_seconds: float = 30.0

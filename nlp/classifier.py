@@ -19,7 +19,7 @@ from __future__ import annotations
 import math
 import tomllib
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -29,66 +29,12 @@ from rapidfuzz import fuzz, process
 
 from nlp.normalize import Normalized, Normalizer, Phrase, PhraseIndex, Token, is_syllable
 from nlp.place import Place, extract_places
+from nlp.results import Classification, Match, Sector
 
 __all__ = ["Classification", "Classifier", "Match", "Sector"]
 
 KHAC = "khac"
 _URGENT = "!urgent"  # pseudo-sector of the urgency phrases, indexed with the keywords
-
-@dataclass(frozen=True, slots=True)
-class Match:
-    """One matched phrase; ``start``/``end`` is the character span in the original text."""
-
-    sector: str
-    phrase: str
-    matched: str
-    start: int
-    end: int
-    weight: float
-    similarity: float
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form of the match."""
-        return {f: getattr(self, f) for f in self.__slots__} | {
-            "similarity": round(self.similarity, 3)
-        }
-
-
-@dataclass(frozen=True, slots=True)
-class Sector:
-    """A sector of the taxonomy with its handling agency (``route`` may swap the agency)."""
-
-    code: str
-    name: str
-    description: str
-    agency: str
-    agency_code: str
-    co_agencies: tuple[str, ...] = ()
-    reason: str = "sector"  # "sector" or "misconduct" (routed to the inspectorate)
-
-
-@dataclass(frozen=True, slots=True)
-class Classification:
-    """Result of :meth:`Classifier.classify`."""
-
-    sector: str
-    score: float
-    needs_review: bool
-    runner_up: str | None
-    runner_up_score: float
-    matches: tuple[Match, ...]
-    urgent: bool
-    urgent_terms: tuple[str, ...]
-    address: str | None
-    evidence: Mapping[str, float] = field(default_factory=dict, compare=False)
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-ready form of the classification (without the raw evidence)."""
-        out = {f: getattr(self, f) for f in self.__slots__ if f != "evidence"}
-        return out | {"score": round(self.score, 4), "urgent_terms": list(self.urgent_terms),
-                      "runner_up_score": round(self.runner_up_score, 4),
-                      "matches": [m.to_dict() for m in self.matches]}
-
 
 @dataclass(frozen=True, slots=True)
 class _Prepared:
@@ -168,6 +114,9 @@ class Classifier:
         )
         self._vocab_set = frozenset(self.vocabulary)
         self._correct = lru_cache(maxsize=65536)(self._correct_uncached)
+        # The dialog, the summary and the submission look at the same texts: classify each
+        # distinct text once (results are frozen, so sharing them is safe).
+        self._memo = lru_cache(maxsize=4096)(self._classify)
 
     def _side_index(self, phrases: Iterable[str]) -> PhraseIndex:
         index = PhraseIndex(self.normalizer)
@@ -397,8 +346,11 @@ class Classifier:
     # -- public API -------------------------------------------------------------------------
 
     def classify(self, text: str) -> Classification:
-        """Classify one report text."""
-        an = self._analyse(text or "")
+        """Classify one report text (the same text in this process is classified once)."""
+        return self._memo(text or "")
+
+    def _classify(self, text: str) -> Classification:
+        an = self._analyse(text)
         evidence, urgent_terms = an.evidence, an.urgent
         address = ", ".join(p.text for p in an.places) or None
         if not an.content:

@@ -1,4 +1,8 @@
-"""Bodies of `paht transcribe` and `paht models download` (wired up in gateway/cli.py)."""
+"""Bodies of `paht transcribe` and `paht models download` (wired up in gateway/cli.py).
+
+nlp knows nothing of the gateway's settings: the CLI resolves the model directory
+(--model, else PAHT_VOSK_MODEL / PAHT_WHISPER_MODEL) and passes it in.
+"""
 
 from __future__ import annotations
 
@@ -11,14 +15,6 @@ from typing import IO
 from nlp.audio import AudioDecodeError, decode_to_pcm16
 from nlp.models import VOSK_BASE_URL, ModelDownloadError, download_model
 from nlp.stt import ENGINES, ModelMissing, load_transcriber
-
-
-def default_model_dir(engine: str) -> Path | None:
-    """The configured model directory for `engine` (PAHT_VOSK_MODEL / PAHT_WHISPER_MODEL)."""
-    from gateway.settings import Settings
-
-    settings = Settings()
-    return settings.whisper_model if engine == "whisper" else settings.vosk_model
 
 
 def transcribe_command(
@@ -34,7 +30,6 @@ def transcribe_command(
     if engine not in ENGINES:
         err.write(f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}\n")
         return 2
-    model_dir = model_dir or default_model_dir(engine)
     if model_dir is None:
         variable = "PAHT_WHISPER_MODEL" if engine == "whisper" else "PAHT_VOSK_MODEL"
         err.write(f"no {engine} model: pass --model DIR or set {variable}\n")

@@ -17,31 +17,15 @@ import threading
 import time
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 from nlp.audio import SAMPLE_RATE, MulawStream, decode_to_pcm16
+from nlp.stt_types import ModelMissing, Transcript
 
 ENGINES = ("vosk", "whisper")
 WARM_TIMEOUT_S = 600.0  # how long warm() waits for every worker to finish loading
 FLOWS = ("stream", "recording")
-
-
-@dataclass(frozen=True, slots=True)
-class Transcript:
-    """Result of one transcription; `words` holds (word, start_s, end_s, conf) when known."""
-
-    text: str
-    confidence: float | None
-    duration_s: float
-    rtf: float
-    engine: str
-    words: tuple = ()
-
-
-class ModelMissing(Exception):
-    """The engine's model directory (or the engine's library) is not available."""
 
 
 class StreamSession(Protocol):

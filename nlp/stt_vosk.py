@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from nlp.audio import SAMPLE_RATE, resample_pcm16
-from nlp.stt import ModelMissing, Transcript
+from nlp.stt_types import ModelMissing, Transcript
 
 CHUNK_BYTES = 8000  # 0.25 s at 16 kHz: what a batch transcription feeds per AcceptWaveform
 REQUIRED_FILES = ("am/final.mdl", "conf/model.conf")

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from nlp.audio import SAMPLE_RATE, pcm16_to_float32, pcm_duration, resample_pcm16
-from nlp.stt import ModelMissing, Transcript
+from nlp.stt_types import ModelMissing, Transcript
 
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 LANGUAGE = "vi"

@@ -14,7 +14,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlmodel import Field, SQLModel
 
-from store.models import _now_ts, _ts
+from store.models import _now_ts, _ts, table_of
 
 
 class CentralReport(SQLModel, table=True):
@@ -62,4 +62,4 @@ class CentralStatusEvent(SQLModel, table=True):
     received_at: datetime = _now_ts()
 
 
-CENTRAL_TABLES = (CentralReport.__table__, CentralRating.__table__)  # what a sink DB needs
+CENTRAL_TABLES = (table_of(CentralReport), table_of(CentralRating))  # what a sink DB needs

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
+import math
 from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy import event
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import URL, make_url
+from sqlalchemy.exc import ArgumentError
 from sqlalchemy.ext.asyncio import AsyncEngine, async_sessionmaker, create_async_engine
+from sqlalchemy.pool import NullPool
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 _DRIVERS = {  # backend -> (asyncio driver, blocking driver)
@@ -86,3 +90,81 @@ async def ping(engine: AsyncEngine) -> bool:
         return True
     except Exception:
         return False
+
+
+# --- start-up check -------------------------------------------------------------------------
+
+
+class DatabaseUrlError(ValueError):
+    """The database URL cannot be parsed or names a backend we do not support."""
+
+
+class DatabaseUnavailable(Exception):
+    """The database did not answer at start-up; `reason` is one line without the password."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+def parse_url(url: str) -> URL:
+    """The parsed URL of a supported backend (SQLite, PostgreSQL), else DatabaseUrlError."""
+    try:
+        u = make_url(url)
+    except (ArgumentError, ValueError) as exc:
+        # The text is not repeated: a half-typed URL may well contain a password.
+        raise DatabaseUrlError(
+            "not a database URL (expected sqlite:///path/paht.db or "
+            "postgresql://user:password@host:5432/db)"
+        ) from exc
+    backend = u.get_backend_name()
+    if backend not in _DRIVERS:
+        raise DatabaseUrlError(
+            f"unsupported database {backend!r} in {masked_url(url)} "
+            f"(use one of: {', '.join(_DRIVERS)})"
+        )
+    return u
+
+
+def masked_url(url: str) -> str:
+    """`url` with its password replaced by ***, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except (ArgumentError, ValueError):
+        return "<unparsable URL>"
+
+
+def _one_line(exc: BaseException, password: str | None) -> str:
+    cause = getattr(exc, "orig", None) or exc  # the DBAPI error under SQLAlchemy's wrapper
+    lines = [line.strip() for line in str(cause).splitlines() if line.strip()]
+    text = lines[0] if lines else type(cause).__name__
+    if password and len(password) >= 3:  # shorter ones would mangle the text, not protect it
+        text = text.replace(password, "***")
+    return text
+
+
+async def check_database(url: str, *, seconds: float = 5.0) -> None:
+    """Connect and run SELECT 1 within `seconds`; DatabaseUnavailable (or DatabaseUrlError)."""
+    u = parse_url(url)
+    where = masked_url(url)
+    if is_sqlite(url):
+        try:
+            ensure_sqlite_dir(url)
+        except OSError as exc:
+            raise DatabaseUnavailable(
+                f"{where}: cannot create directory {exc.filename}: {exc.strerror or exc}"
+            ) from exc
+        connect_args: dict[str, Any] = {"timeout": seconds}
+    else:
+        connect_args = {"connect_timeout": max(1, math.ceil(seconds))}
+    engine = create_async_engine(async_url(url), poolclass=NullPool, connect_args=connect_args)
+    try:
+        async with asyncio.timeout(seconds + 1):
+            async with engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+    except TimeoutError as exc:
+        raise DatabaseUnavailable(f"{where}: no answer within {seconds:g} s") from exc
+    except Exception as exc:  # any driver error means "not usable"; the reason says which
+        raise DatabaseUnavailable(f"{where}: {_one_line(exc, u.password)}") from exc
+    finally:
+        await engine.dispose()

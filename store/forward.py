@@ -20,7 +20,7 @@ from typing import Any, Protocol
 import sqlalchemy as sa
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from store.models import Outbox
+from store.models import Outbox, table_of
 
 SIGNATURE_HEADER = "X-PAHT-Signature"
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -75,23 +75,9 @@ def verify_signature(body: bytes, header: str | None, secret: str) -> bool:
     return hmac.compare_digest(header.strip().lower(), sign(body, secret))
 
 
-def build_sink(kind: str, *, url: str = "", api_key: str = "", secret: str = "",
-               database_url: str = "", timeout: float = 10.0, http: Any = None) -> Sink:
-    """The sink named `kind` (database | open311 | webhook) from plain configuration."""
-    from store import sinks
-
-    if kind == "database":
-        return sinks.DatabaseSink(database_url)
-    if kind == "open311":
-        return sinks.Open311Sink(url, api_key=api_key, timeout=timeout, http=http)
-    if kind == "webhook":
-        return sinks.WebhookSink(url, secret=secret, timeout=timeout, http=http)
-    raise ValueError(f"unknown forward sink {kind!r}")
-
-
 async def dead_letters(session: AsyncSession, limit: int = 100) -> list[Outbox]:
     """Forward rows parked after too many failures (newest first), for supervisors."""
-    table = Outbox.__table__
+    table = table_of(Outbox)
     stmt = (
         sa.select(Outbox)
         .where(table.c.kind == "forward", table.c.status == "dead")
@@ -105,8 +91,8 @@ async def requeue_dead(session: AsyncSession, outbox_id: int) -> bool:
     """Put a dead forward row back in the queue (attempts reset); the caller commits."""
     from store.models import utcnow
 
-    table = Outbox.__table__
-    result = await session.exec(  # type: ignore[call-overload]
+    table = table_of(Outbox)
+    result = await session.exec(
         sa.update(table)
         .where(table.c.id == outbox_id, table.c.kind == "forward", table.c.status == "dead")
         .values(status="pending", attempts=0, next_attempt_at=utcnow(), last_error=None)

@@ -6,6 +6,7 @@ Schema changes go through Alembic (`store/migrations`); `paht db upgrade` applie
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from enum import StrEnum
 from typing import Any
 
 import sqlalchemy as sa
@@ -32,6 +33,13 @@ class UTCDateTime(TypeDecorator[datetime]):
         return value.replace(tzinfo=UTC)
 
 
+def table_of(model: type[SQLModel]) -> sa.Table:
+    """The Core table of a table model (for Core statements: bulk inserts, updates, upserts)."""
+    # SQLModel sets __table__ when the class is created but does not declare it for typing.
+    table: sa.Table = model.__table__  # type: ignore[attr-defined]
+    return table
+
+
 def utcnow() -> datetime:
     """Now, in UTC."""
     return datetime.now(UTC)
@@ -47,9 +55,8 @@ def _now_ts(index: bool = False) -> Any:
     )
 
 
-def _json(default: Any = None) -> Any:
-    factory = (lambda: {}) if default is dict else (lambda: [])
-    return Field(default_factory=factory, sa_column=sa.Column(sa.JSON(), nullable=False))
+def _json(default: type[dict[str, Any]] | type[list[Any]] = list) -> Any:
+    return Field(default_factory=default, sa_column=sa.Column(sa.JSON(), nullable=False))
 
 
 # Statuses --------------------------------------------------------------------------------
@@ -60,15 +67,27 @@ EVENT_DONE = "done"
 EVENT_IGNORED = "ignored"
 EVENT_PARKED = "parked"  # failed too often; kept with its error, does not block others
 
-REPORT_STATUSES = (
-    "draft",
-    "submitted",
-    "confirmed",
-    "forwarded",
-    "in_progress",
-    "resolved",
-    "rejected",
-)
+
+
+class ReportStatus(StrEnum):
+    """Where a report is in its life cycle; only `gateway.domain.lifecycle` moves it.
+
+    MERGED is a duplicate linked to its original (`duplicate_of`): neither rejected nor closed
+    for its citizen, who follows the original's progress. The column stays a plain string
+    (varchar 16), so adding a member needs no migration.
+    """
+
+    DRAFT = "draft"
+    SUBMITTED = "submitted"
+    CONFIRMED = "confirmed"
+    FORWARDED = "forwarded"
+    IN_PROGRESS = "in_progress"
+    RESOLVED = "resolved"
+    REJECTED = "rejected"
+    MERGED = "merged"
+
+
+REPORT_STATUSES: tuple[str, ...] = tuple(ReportStatus)  # draft first (the console skips it)
 
 
 class InboundEvent(SQLModel, table=True):
@@ -139,7 +158,7 @@ class Report(SQLModel, table=True):
     matches: list[dict[str, Any]] = _json(list)
     needs_review: bool = True
     agency: str | None = Field(default=None, max_length=255)
-    status: str = Field(default="draft", max_length=16, index=True)
+    status: str = Field(default=ReportStatus.DRAFT, max_length=16, index=True)
     urgent: bool = False
     flags: list[str] = _json(list)  # abusive, spam, silent_audio, ...
     duplicate_of: int | None = Field(default=None, foreign_key="report.id")
@@ -161,7 +180,8 @@ class ReportHistory(SQLModel, table=True):
     at: datetime = _now_ts()
     status: str = Field(max_length=16)
     note: str | None = Field(default=None, sa_column=sa.Column(sa.Text()))
-    source: str = Field(default="gateway", max_length=32)  # gateway | operator | central
+    # citizen | classifier | operator | central | gateway (lifecycle.Actor.source)
+    source: str = Field(default="gateway", max_length=32)
 
 
 class Classification(SQLModel, table=True):
@@ -219,7 +239,8 @@ class Outbox(SQLModel, table=True):
     report_id: int | None = Field(default=None, foreign_key="report.id", index=True)
     payload: dict[str, Any] = _json(dict)
     dedup_key: str | None = Field(default=None, max_length=128, unique=True)
-    status: str = Field(default="pending", max_length=16)  # pending | sent | dead | held
+    # pending | sent | dead | held (window closed, no phone) | fallback (went by SMS instead)
+    status: str = Field(default="pending", max_length=16)
     attempts: int = 0
     next_attempt_at: datetime = _now_ts()
     last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text()))
@@ -236,7 +257,7 @@ class Conversation(SQLModel, table=True):
     channel: str = Field(max_length=16)
     citizen_id: int = Field(foreign_key="citizen.id")
     report_id: int | None = Field(default=None, foreign_key="report.id")
-    state: str = Field(default="idle", max_length=24)  # idle | collecting | confirming
+    state: str = Field(default="idle", max_length=24)  # idle|collecting|confirming|rating
     asked: list[str] = _json(list)  # what the bot already asked for this draft (asked once)
     last_activity_at: datetime = _now_ts()
     expires_at: datetime | None = _ts(index=True)

@@ -28,9 +28,11 @@ from store.forward import (
     SIGNATURE_HEADER,
     Delivered,
     DeliveryError,
+    Sink,
     idempotency_key,
     sign,
 )
+from store.models import table_of
 
 RETRYABLE_STATUS = {408, 425, 429}
 
@@ -79,10 +81,10 @@ class DatabaseSink:
         insert = sqlite.insert if is_sqlite(self.url) else postgresql.insert
         code = str(payload["code"])
         if payload.get("type", "report") == "rating":
-            table = CentralRating.__table__
+            table = table_of(CentralRating)
             values: dict[str, Any] = {"code": code, "rating": int(payload["rating"])}
         else:
-            table = CentralReport.__table__
+            table = table_of(CentralReport)
             values = {
                 "code": code, "sector": payload.get("sector"), "agency": payload.get("agency"),
                 "description": payload.get("description") or "", "lat": payload.get("lat"),
@@ -248,3 +250,15 @@ class WebhookSink(_HttpSink):
         except ValueError:
             pass
         return Delivered(central_ref=str(ref) if ref is not None else None)
+
+
+def build_sink(kind: str, *, url: str = "", api_key: str = "", secret: str = "",
+               database_url: str = "", timeout: float = 10.0, http: Any = None) -> Sink:
+    """The sink named `kind` (database | open311 | webhook) from plain configuration."""
+    if kind == "database":
+        return DatabaseSink(database_url)
+    if kind == "open311":
+        return Open311Sink(url, api_key=api_key, timeout=timeout, http=http)
+    if kind == "webhook":
+        return WebhookSink(url, secret=secret, timeout=timeout, http=http)
+    raise ValueError(f"unknown forward sink {kind!r}")

@@ -23,6 +23,11 @@ class WriteGate:
         self._no_urgent = asyncio.Event()
         self._no_urgent.set()
 
+    @property
+    def urgent_waiting(self) -> bool:
+        """True while a webhook commit waits for the gate (a background holder should yield)."""
+        return self._urgent_waiting > 0
+
     @asynccontextmanager
     async def urgent(self) -> AsyncIterator[None]:
         """Hold the gate for a webhook commit."""

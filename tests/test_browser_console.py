@@ -181,10 +181,10 @@ def test_operator_shift(server) -> None:
         page.screenshot(path=str(ARTIFACTS / "console-report.png"), full_page=True)
         merge.click()
         expect(page.locator("#flash")).to_contain_text("Đã gộp")
-        expect(page.locator("#report-status")).to_have_text("Không tiếp nhận")
+        expect(page.locator("#report-status")).to_have_text("Đã gộp trùng")
         dup = query(db, "SELECT duplicate_of, status, flags, citizen_id FROM report "
                         "WHERE id = ?", dup_id)[0]
-        assert dup[:2] == (drain_id, "rejected") and "duplicate" in json.loads(dup[2])
+        assert dup[:2] == (drain_id, "merged") and "duplicate" in json.loads(dup[2])
         original_flags = json.loads(query(db, "SELECT flags FROM report WHERE id = ?",
                                           drain_id)[0][0])
         assert f"subscriber:{dup[3]}" in original_flags

@@ -261,11 +261,11 @@ async def test_window_closed_goes_by_sms_or_waits(settings_factory: Any,
     services.channels.update(facebook=facebook, sms=sms)  # type: ignore[dict-item]
     await seed_report(services, 1, channel="facebook", status="forwarded", confirm=False,
                       phone=phone)
-    from gateway.domain.notify import apply_status
 
     async with services.sessions() as session:
         (report,) = (await session.exec(select(Report))).all()
-        await apply_status(session, services, report, "in_progress", agency="Sở Xây dựng")
+        assert await services.lifecycle.apply_central(session, report, "in_progress",
+                                                          agency="Sở Xây dựng")
         await session.commit()
     sender = OutboxSender(services)
     while await sender.run_once():

@@ -190,13 +190,21 @@ async def test_duplicates_are_suggested_and_merged(settings_factory, gateway_cli
                       original=str(original.id))
     assert resp.headers["Location"].endswith("?done=merged")
     merged = await get_report(app, new.id)
-    assert merged.duplicate_of == original.id and merged.status == "rejected"
-    assert "duplicate" in merged.flags
+    assert merged.duplicate_of == original.id and merged.status == "merged"
+    assert "duplicate" in merged.flags and merged.resolved_at is None  # not closed for them
     orig = await get_report(app, original.id)
     assert f"subscriber:{new.citizen_id}" in orig.flags
     [audit] = await actions(app, "merge")
-    assert audit.after == {"status": "rejected", "duplicate_of": original.id,
+    assert audit.before == {"status": "submitted", "duplicate_of": None}
+    assert audit.after == {"status": "merged", "duplicate_of": original.id,
                            "original": original.code, "subscriber": new.citizen_id}
+    async with app[SERVICES].sessions() as s:
+        history = (await s.exec(select(ReportHistory).where(
+            ReportHistory.report_id == new.id))).all()
+    assert [(h.status, h.source, h.note) for h in history][-1] == (
+        "merged", "operator", f"Trùng với phản ánh {original.code}")
+    page = await (await client.get(f"/console/reports/{new.id}")).text()
+    assert "Đã gộp trùng" in page
     [msg] = await outbox(app)
     assert msg.recipient == new.sender and original.code in msg.payload["text"]
     # Merging into itself or into a rejected report is refused.

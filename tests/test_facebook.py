@@ -22,7 +22,8 @@ from channels.base import (
     SignatureError,
     utcnow,
 )
-from channels.facebook import FacebookChannel
+from channels.facebook import FacebookChannel, FacebookConfig
+from gateway.keys import SERVICES
 from gateway.settings import Settings
 
 try:
@@ -79,7 +80,7 @@ CASES = sorted(FIXTURES.glob("*.json"))
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_fixture_table(path: Path) -> None:
     case, raw = load_case(path)
-    channel = FacebookChannel(make_settings())
+    channel = FacebookChannel.from_settings(make_settings())
     status, messages = run_route(channel, raw)
     assert status == case["expect"]["status"], case["description"]
     expected = case["expect"].get("messages", [])
@@ -102,7 +103,7 @@ def test_fixture_table_is_complete() -> None:
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_redelivery_gives_the_same_external_ids(path: Path) -> None:
     _, raw = load_case(path)
-    channel = FacebookChannel(make_settings())
+    channel = FacebookChannel.from_settings(make_settings())
     _, first = run_route(channel, raw)
     _, second = run_route(channel, raw)
     assert [m.external_id for m in first] == [m.external_id for m in second]
@@ -110,7 +111,7 @@ def test_redelivery_gives_the_same_external_ids(path: Path) -> None:
 
 def test_signature_over_raw_bytes_not_reserialised_json() -> None:
     body = b'{"object":"page","entry":[]}'
-    channel = FacebookChannel(make_settings())
+    channel = FacebookChannel.from_settings(make_settings())
     raw = RawRequest("POST", "/", {"X-Hub-Signature-256": sign(body)}, {}, body + b" ")
     with pytest.raises(SignatureError) as err:
         channel.verify(raw)
@@ -135,7 +136,7 @@ def test_enabled_needs_all_secrets() -> None:
     ],
 )
 def test_handle_get(query: dict[str, str], status: int, body: bytes | None) -> None:
-    channel = FacebookChannel(make_settings())
+    channel = FacebookChannel.from_settings(make_settings())
     ack = channel.handle_get(RawRequest("GET", "/webhooks/facebook", {}, query, b""))
     assert ack.status == status
     assert ack.content_type == "text/plain"
@@ -153,7 +154,8 @@ async def graph(aiohttp_server: Any) -> Any:
     async with aiohttp.ClientSession() as http:
         settings = make_settings(graph_api_base=str(server.make_url(f"/{VERSION}")))
         host = f"{server.host}:{server.port}"
-        yield fake, FacebookChannel(settings, http=http, allowed_media_hosts=[host]), server
+        yield fake, FacebookChannel(FacebookConfig.from_settings(settings), http=http,
+                                    allowed_media_hosts=[host]), server
 
 
 def outbound(text: str = "Cảm ơn bạn. Mã phản ánh: PA-2611-000123", **kw: Any) -> OutboundMessage:
@@ -248,7 +250,7 @@ async def test_unknown_window_lets_meta_decide(graph: Any) -> None:
 
 async def test_network_failure_is_retryable() -> None:
     async with aiohttp.ClientSession() as http:
-        channel = FacebookChannel(make_settings(graph_api_base="http://127.0.0.1:9/v21.0"),
+        channel = FacebookChannel.from_settings(make_settings(graph_api_base="http://127.0.0.1:9/v21.0"),
                                   http=http)
         with pytest.raises(SendError) as err:
             await channel.send(outbound())
@@ -256,7 +258,7 @@ async def test_network_failure_is_retryable() -> None:
 
 
 async def test_wrong_recipient_scheme() -> None:
-    channel = FacebookChannel(make_settings())
+    channel = FacebookChannel.from_settings(make_settings())
     with pytest.raises(SendError) as err:
         await channel.send(OutboundMessage(channel="facebook", recipient="zalo:1", text="x"))
     assert not err.value.retryable
@@ -304,7 +306,7 @@ async def test_fetch_media_rechecks_redirect_targets(graph: Any) -> None:
 )
 async def test_fetch_media_refuses_other_hosts(url: str) -> None:
     async with aiohttp.ClientSession() as http:
-        channel = FacebookChannel(make_settings(), http=http)
+        channel = FacebookChannel.from_settings(make_settings(), http=http)
         with pytest.raises(SendError) as err:
             await channel.fetch_media(Attachment("image", url), max_bytes=1000)
     assert err.value.code == "media_host" and not err.value.retryable
@@ -316,10 +318,9 @@ async def test_fetch_media_refuses_other_hosts(url: str) -> None:
 async def _stored_ids(client: Any, channel: str) -> list[str]:
     from sqlmodel import select
 
-    from gateway.keys import SESSIONS
     from store.models import InboundEvent
 
-    async with client.app[SESSIONS]() as session:
+    async with client.app[SERVICES].sessions() as session:
         query = select(InboundEvent.external_id).where(InboundEvent.channel == channel)
         return list((await session.exec(query)).all())
 

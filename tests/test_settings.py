@@ -34,3 +34,34 @@ def test_example_env_values_are_valid_defaults(monkeypatch) -> None:
 def test_csv_settings_are_split(monkeypatch) -> None:
     monkeypatch.setenv("PAHT_API_TOKENS", "a, b,,c")
     assert Settings(_env_file=None).api_tokens == ["a", "b", "c"]
+
+
+def _channel_configs() -> list[type]:
+    from channels.base import ChannelConfig
+    from channels.registry import CHANNEL_NAMES, channel_class
+
+    configs = {channel_class(name).config_model for name in CHANNEL_NAMES}
+    assert ChannelConfig not in configs  # every channel declares its own typed config
+    return sorted(configs, key=lambda c: c.__name__)
+
+
+def test_every_channel_config_alias_is_a_settings_field() -> None:
+    """A renamed setting must break here, not silently disable a channel in production."""
+    fields = set(Settings.model_fields)
+    for config in _channel_configs():
+        for name, info in config.model_fields.items():
+            assert isinstance(info.validation_alias, str), (config.__name__, name)
+            assert info.validation_alias in fields, (config.__name__, info.validation_alias)
+            assert info.is_required(), (config.__name__, name)  # no fallback default
+
+
+def test_a_missing_setting_fails_at_start_up() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from channels.facebook import FacebookConfig
+
+    dumped = Settings(_env_file=None).model_dump()  # type: ignore[call-arg]
+    del dumped["facebook_page_token"]
+    with pytest.raises(ValidationError, match="facebook_page_token"):
+        FacebookConfig.model_validate(dumped)

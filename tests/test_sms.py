@@ -14,7 +14,9 @@ from channels.base import (
     OutboundMessage,
     SendError,
 )
-from channels.sms import SmsChannel, render_text, split_text, strip_diacritics
+from channels.sms import MAX_BODY, SmsChannel, render_text, strip_diacritics
+from channels.text import split_text
+from gateway.keys import SERVICES
 
 try:
     from tests.fakes import twilio_api as tw
@@ -40,7 +42,7 @@ SMS_FIXTURES = sorted(p.name for p in FIXTURES.glob("*.json"))
 @pytest.mark.parametrize("name", SMS_FIXTURES)
 def test_sms_fixture_table(name: str) -> None:
     fx = load(name)
-    channel = SmsChannel(make_settings(**fx.get("settings", {})))
+    channel = SmsChannel.from_settings(make_settings(**fx.get("settings", {})))
     raw, _, _ = signed_request(fx)
     status, messages, ack = run_channel(channel, raw)
     assert status == fx["expect"]["status"], fx["description"]
@@ -56,14 +58,14 @@ def test_sms_duplicate_has_the_same_dedup_key() -> None:
         fx = load(name)
         if "duplicate_of" not in fx:
             continue
-        channel = SmsChannel(make_settings())
+        channel = SmsChannel.from_settings(make_settings())
         first = run_channel(channel, signed_request(load(fx["duplicate_of"]))[0])[1]
         again = run_channel(channel, signed_request(fx)[0])[1]
         assert [m.external_id for m in first] == [m.external_id for m in again]
 
 
 def test_status_callbacks_of_one_sid_have_distinct_keys() -> None:
-    channel = SmsChannel(make_settings())
+    channel = SmsChannel.from_settings(make_settings())
     keys = {
         run_channel(channel, signed_request(load(name))[0])[1][0].external_id
         for name in ("status_sent.json", "status_delivered.json", "status_undelivered_30006.json")
@@ -72,13 +74,13 @@ def test_status_callbacks_of_one_sid_have_distinct_keys() -> None:
 
 
 def test_wrong_auth_token_rejects_everything() -> None:
-    channel = SmsChannel(make_settings(twilio_auth_token="rotated-token"))
+    channel = SmsChannel.from_settings(make_settings(twilio_auth_token="rotated-token"))
     raw, _, _ = signed_request(load("text_valid.json"))
     assert run_channel(channel, raw)[0] == 403
 
 
 def test_public_base_url_trailing_slash_is_tolerated() -> None:
-    channel = SmsChannel(make_settings(public_base_url=PUBLIC + "/"))
+    channel = SmsChannel.from_settings(make_settings(public_base_url=PUBLIC + "/"))
     raw, _, _ = signed_request(load("text_valid.json"))
     assert run_channel(channel, raw)[0] == 200
 
@@ -106,11 +108,11 @@ def test_buttons_render_as_numbered_options() -> None:
 
 def test_split_text_keeps_words_and_limit() -> None:
     text = "Phản ánh " * 400
-    parts = split_text(text)
+    parts = split_text(text, MAX_BODY)
     assert len(parts) > 1
     assert all(len(p) <= 1600 for p in parts)
     assert " ".join(parts).split() == text.split()
-    assert split_text("ngắn") == ["ngắn"]
+    assert split_text("ngắn", MAX_BODY) == ["ngắn"]
 
 
 def test_strip_diacritics() -> None:
@@ -141,7 +143,7 @@ def _out(text: str = "Đã nhận phản ánh, mã số PA-2611-000123.", **kw: 
 
 
 async def test_send_posts_to_messages_json(fake_twilio: Any, http: Any) -> None:
-    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    channel = SmsChannel.from_settings(make_settings(twilio_api_base=fake_twilio.base), http=http)
     result = await channel.send(_out(buttons=(Button("Có", "yes"), Button("Không", "no"))))
     assert result.provider_id and result.provider_id.startswith("SM")
     sent = fake_twilio.sends[0]
@@ -152,7 +154,7 @@ async def test_send_posts_to_messages_json(fake_twilio: Any, http: Any) -> None:
 
 
 async def test_send_long_text_in_parts(fake_twilio: Any, http: Any) -> None:
-    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    channel = SmsChannel.from_settings(make_settings(twilio_api_base=fake_twilio.base), http=http)
     result = await channel.send(_out("Thông báo kết quả xử lý phản ánh. " * 100))
     assert result.raw["parts"] == len(fake_twilio.sends) == 3
     assert all(len(s["Body"]) <= 1600 for s in fake_twilio.sends)
@@ -161,7 +163,7 @@ async def test_send_long_text_in_parts(fake_twilio: Any, http: Any) -> None:
 async def test_send_ascii_fallback_and_messaging_service(fake_twilio: Any, http: Any) -> None:
     settings = make_settings(twilio_api_base=fake_twilio.base, sms_ascii_fallback=True,
                              twilio_number="MG" + "0" * 32)
-    channel = SmsChannel(settings, http=http)
+    channel = SmsChannel.from_settings(settings, http=http)
     await channel.send(_out("Đã tiếp nhận"))
     assert fake_twilio.sends[0]["Body"] == "Da tiep nhan"
     assert fake_twilio.sends[0]["MessagingServiceSid"] == "MG" + "0" * 32
@@ -169,7 +171,7 @@ async def test_send_ascii_fallback_and_messaging_service(fake_twilio: Any, http:
 
 
 async def test_send_media_urls(fake_twilio: Any, http: Any) -> None:
-    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    channel = SmsChannel.from_settings(make_settings(twilio_api_base=fake_twilio.base), http=http)
     images = (Attachment("image", "https://paht.example.gov.vn/m/1.jpg", "image/jpeg"),
               Attachment("image", "https://paht.example.gov.vn/m/2.jpg", "image/jpeg"))
     await channel.send(_out(attachments=images))
@@ -192,7 +194,7 @@ async def test_send_errors_carry_retry_policy(
 ) -> None:
     headers = {"Retry-After": "7"} if retry_after else None
     fake_twilio.fail(status, code, "scripted failure", headers)
-    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    channel = SmsChannel.from_settings(make_settings(twilio_api_base=fake_twilio.base), http=http)
     with pytest.raises(SendError) as info:
         await channel.send(_out())
     assert info.value.retryable is retryable
@@ -203,7 +205,7 @@ async def test_send_errors_carry_retry_policy(
 async def test_send_wrong_credentials_is_not_retryable(fake_twilio: Any, http: Any) -> None:
     settings = make_settings(twilio_api_base=fake_twilio.base, twilio_auth_token="wrong")
     with pytest.raises(SendError) as info:
-        await SmsChannel(settings, http=http).send(_out())
+        await SmsChannel.from_settings(settings, http=http).send(_out())
     assert info.value.retryable is False
     assert info.value.code == "20003"
 
@@ -211,13 +213,13 @@ async def test_send_wrong_credentials_is_not_retryable(fake_twilio: Any, http: A
 async def test_send_network_error_is_retryable(http: Any) -> None:
     settings = make_settings(twilio_api_base="http://127.0.0.1:9")  # nothing listens
     with pytest.raises(SendError) as info:
-        await SmsChannel(settings, http=http).send(_out())
+        await SmsChannel.from_settings(settings, http=http).send(_out())
     assert info.value.retryable is True
 
 
 async def test_send_refuses_non_phone_recipient() -> None:
     with pytest.raises(SendError) as info:
-        await SmsChannel(make_settings()).send(
+        await SmsChannel.from_settings(make_settings()).send(
             OutboundMessage(channel="sms", recipient="telegram:42", text="x"))
     assert info.value.retryable is False
 
@@ -232,7 +234,7 @@ def _media_url(fake: Any, media_sid: str) -> str:
 async def test_fetch_media_follows_redirect_without_leaking_auth(fake_twilio: Any,
                                                                  http: Any) -> None:
     fake_twilio.add_media("ME1", b"\xff\xd8\xff\xe0 fake jpeg", "image/jpeg")
-    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    channel = SmsChannel.from_settings(make_settings(twilio_api_base=fake_twilio.base), http=http)
     data, mime = await channel.fetch_media(
         Attachment("image", _media_url(fake_twilio, "ME1"), "image/jpeg"), 1_000_000)
     assert data.startswith(b"\xff\xd8")
@@ -243,14 +245,14 @@ async def test_fetch_media_follows_redirect_without_leaking_auth(fake_twilio: An
 
 async def test_fetch_media_size_limit(fake_twilio: Any, http: Any) -> None:
     fake_twilio.add_media("ME2", b"x" * 5000, "image/jpeg")
-    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    channel = SmsChannel.from_settings(make_settings(twilio_api_base=fake_twilio.base), http=http)
     with pytest.raises(SendError) as info:
         await channel.fetch_media(Attachment("image", _media_url(fake_twilio, "ME2")), 1000)
     assert info.value.retryable is False
 
 
 async def test_fetch_media_missing_is_not_retryable(fake_twilio: Any, http: Any) -> None:
-    channel = SmsChannel(make_settings(twilio_api_base=fake_twilio.base), http=http)
+    channel = SmsChannel.from_settings(make_settings(twilio_api_base=fake_twilio.base), http=http)
     with pytest.raises(SendError) as info:
         await channel.fetch_media(Attachment("image", _media_url(fake_twilio, "MEnone")), 1000)
     assert info.value.retryable is False
@@ -263,10 +265,10 @@ async def test_fetch_media_missing_is_not_retryable(fake_twilio: Any, http: Any)
     "http://api.twilio.com/x",  # credentials only over TLS
 ])
 async def test_fetch_media_refuses_other_hosts(url: str) -> None:
-    channel = SmsChannel(make_settings(twilio_api_base="https://api.twilio.com"))
+    channel = SmsChannel.from_settings(make_settings(twilio_api_base="https://api.twilio.com"))
     with pytest.raises(SendError) as info:
         await channel.fetch_media(Attachment("image", url), 1000)
-    assert info.value.code == "bad_host"
+    assert info.value.code == "media_host"
 
 
 # --- through the real app (tests/conftest.py fixtures) -------------------------------------
@@ -297,9 +299,8 @@ async def _stored_ids(client: Any, channel: str) -> list[str]:
     """External ids stored for `channel`, read from the database."""
     from sqlmodel import select
 
-    from gateway.keys import SESSIONS
     from store.models import InboundEvent
 
-    async with client.app[SESSIONS]() as session:
+    async with client.app[SERVICES].sessions() as session:
         query = select(InboundEvent.external_id).where(InboundEvent.channel == channel)
         return list((await session.exec(query)).all())

@@ -19,13 +19,16 @@ from channels.base import (
     GeoPoint,
     InboundMessage,
     MalformedError,
+    MessageMeta,
     OutboundMessage,
     RawRequest,
     SendError,
     SignatureError,
 )
-from channels.telegram import SECRET_HEADER, TelegramChannel, normalize_phone, split_text
+from channels.telegram import SECRET_HEADER, TelegramChannel, normalize_phone
 from channels.telegram_polling import run_polling, set_webhook
+from channels.text import split_text, utf16_units
+from gateway.keys import SERVICES
 from gateway.settings import Settings
 
 try:
@@ -72,7 +75,7 @@ def make_settings(api_base: str = "http://127.0.0.1:9", **overrides: Any) -> Set
     ],
 )
 def test_verify(secret: str | None, configured: str, ok: bool) -> None:
-    channel = TelegramChannel(make_settings(telegram_secret=configured))
+    channel = TelegramChannel.from_settings(make_settings(telegram_secret=configured))
     req = request(body("text"), secret)
     if ok:
         channel.verify(req)
@@ -112,18 +115,18 @@ PARSE_TABLE: list[tuple[str, dict[str, Any]]] = [
                                     "Chợ Bến Thành, Lê Lợi, Quận 1, TP. Hồ Chí Minh")}),
     ("contact_own", {"kind": "contact", "contact_phone": "+84905123456", "reply_to": "40"}),
     ("contact_foreign", {"kind": "message", "contact_phone": None,
-                         "paht": {"foreign_contact": True}}),
+                         "meta": MessageMeta(foreign_contact=True)}),
     ("edited_message", {"kind": "edit", "external_id": "edit:900000013",
                         "text": "Đèn đường hỏng ở ngõ 14 Trần Phú", "received_at": ts(1718000100)}),
     ("callback_query", {"kind": "postback", "postback": "confirm:yes", "text": "Đồng ý",
-                        "reply_to": "60", "paht": {"callback_query_id": "4382bfdwdsb323b2d9"}}),
+                        "reply_to": "60", "meta": MessageMeta(callback_id="4382bfdwdsb323b2d9")}),
     ("command_botname", {"text": "/start ref_qr", "kind": "message"}),
 ]
 
 
 @pytest.mark.parametrize(("fixture", "expected"), PARSE_TABLE, ids=[f for f, _ in PARSE_TABLE])
 def test_parse(fixture: str, expected: dict[str, Any]) -> None:
-    channel = TelegramChannel(make_settings())
+    channel = TelegramChannel.from_settings(make_settings())
     req = request(body(fixture))
     channel.verify(req)
     messages = channel.parse(req)
@@ -133,13 +136,12 @@ def test_parse(fixture: str, expected: dict[str, Any]) -> None:
     assert m.sender == f"telegram:{CHAT}"
     assert m.sender_name == NAME
     assert m.received_at.tzinfo is not None
-    assert m.raw["update_id"] == json.loads(body(fixture))["update_id"]
+    assert m.raw == json.loads(body(fixture))  # the Update untouched: flags live in meta
+    assert m.meta == expected.get("meta", MessageMeta())
     for key, value in expected.items():
         if key == "attachments":
             got = [(a.kind, a.url, a.mime, a.size) for a in m.attachments]
             assert got == value
-        elif key == "paht":
-            assert m.raw["paht"] == value
         else:
             assert getattr(m, key) == value, key
     if "attachments" not in expected:
@@ -148,26 +150,26 @@ def test_parse(fixture: str, expected: dict[str, Any]) -> None:
 
 
 def test_parse_long_text_kept_whole() -> None:
-    (m,) = TelegramChannel(make_settings()).parse(request(body("long_text")))
+    (m,) = TelegramChannel.from_settings(make_settings()).parse(request(body("long_text")))
     assert len(m.text) > 4096
     assert m.text.startswith("Rác thải ùn ứ")
 
 
 @pytest.mark.parametrize("fixture", ["sticker", "my_chat_member"])
 def test_ignored_updates(fixture: str) -> None:
-    assert TelegramChannel(make_settings()).parse(request(body(fixture))) == []
+    assert TelegramChannel.from_settings(make_settings()).parse(request(body(fixture))) == []
 
 
 @pytest.mark.parametrize("fixture", ["malformed", "no_update_id", "not_an_object"])
 def test_malformed(fixture: str) -> None:
     with pytest.raises(MalformedError):
-        TelegramChannel(make_settings()).parse(request(body(fixture)))
+        TelegramChannel.from_settings(make_settings()).parse(request(body(fixture)))
 
 
 def test_malformed_shape_inside_update() -> None:
     raw = json.dumps({"update_id": 5, "message": {"message_id": 1, "text": "no chat"}}).encode()
     with pytest.raises(MalformedError):
-        TelegramChannel(make_settings()).parse(request(raw))
+        TelegramChannel.from_settings(make_settings()).parse(request(raw))
 
 
 @pytest.mark.parametrize(
@@ -186,14 +188,16 @@ def test_normalize_phone(raw: str, expected: str | None) -> None:
 
 def test_split_text() -> None:
     text = ("Phản ánh của bạn đã được tiếp nhận. " * 300).strip()
-    chunks = split_text(text)
+    chunks = split_text(text, 4096, measure=utf16_units)
     assert len(chunks) > 1
     assert all(len(c) <= 4096 for c in chunks)
     assert " ".join(chunks) == text
-    assert split_text("ngắn") == ["ngắn"]
+    assert split_text("ngắn", 4096, measure=utf16_units) == ["ngắn"]
     emoji = "😀" * 3000  # non-BMP: two UTF-16 units each
-    assert all(len(c.encode("utf-16-le")) // 2 <= 4096 for c in split_text(emoji))
-    assert "".join(split_text(emoji)) == emoji
+    emoji_chunks = split_text(emoji, 4096, measure=utf16_units)
+    assert all(utf16_units(c) <= 4096 for c in emoji_chunks)
+    assert all(len(c.encode("utf-16-le")) // 2 <= 4096 for c in emoji_chunks)
+    assert "".join(emoji_chunks) == emoji
 
 
 # --- outbound against the fake Bot API ------------------------------------------------------
@@ -209,7 +213,7 @@ async def fake(aiohttp_server: Any) -> Any:
 @pytest.fixture
 async def channel(fake: Any) -> Any:
     async with aiohttp.ClientSession() as http:
-        ch = TelegramChannel(make_settings(fake.base), http=http)
+        ch = TelegramChannel.from_settings(make_settings(fake.base), http=http)
         yield ch
         await ch.close()
 
@@ -305,7 +309,7 @@ async def test_send_errors(channel: TelegramChannel, fake: FakeTelegram, status:
 async def test_send_network_error_is_retryable() -> None:
     async with aiohttp.ClientSession() as http:
         # nothing listens on port 9 (discard): connection refused
-        ch = TelegramChannel(make_settings("http://127.0.0.1:9"), http=http)
+        ch = TelegramChannel.from_settings(make_settings("http://127.0.0.1:9"), http=http)
         with pytest.raises(SendError) as err:
             await ch.send(out("Xin chào"))
         await ch.close()
@@ -315,7 +319,8 @@ async def test_send_network_error_is_retryable() -> None:
 
 async def test_send_wrong_token_never_leaks(fake: FakeTelegram) -> None:
     async with aiohttp.ClientSession() as http:
-        ch = TelegramChannel(make_settings(fake.base, telegram_token="999:WRONG-token"), http=http)
+        ch = TelegramChannel.from_settings(
+            make_settings(fake.base, telegram_token="999:WRONG-token"), http=http)
         with pytest.raises(SendError) as err:
             await ch.send(out("Xin chào"))
         await ch.close()
@@ -364,7 +369,7 @@ async def test_fetch_media_too_large_announced(channel: TelegramChannel,
     att = Attachment("video", "big", "video/mp4", size=25 * 1024 * 1024)
     with pytest.raises(SendError) as err:
         await channel.fetch_media(att, max_bytes=100 * 1024 * 1024)  # 20 MB bot limit wins
-    assert err.value.code == "too_large" and not err.value.retryable
+    assert err.value.code == "media_too_large" and not err.value.retryable
     assert not fake.named("getFile")
 
 
@@ -373,7 +378,7 @@ async def test_fetch_media_too_large_per_getfile(channel: TelegramChannel,
     fake.add_file("doc", "documents/file_1.pdf", b"%PDF" * 100)
     with pytest.raises(SendError) as err:
         await channel.fetch_media(Attachment("file", "doc"), max_bytes=100)
-    assert err.value.code == "too_large"
+    assert err.value.code == "media_too_large"
     assert fake.downloads == []
 
 
@@ -382,7 +387,7 @@ async def test_fetch_media_stream_stops_past_limit(channel: TelegramChannel,
     fake.add_file("liar", "photos/file_2.jpg", b"\xff" * 300_000, reported=None)
     with pytest.raises(SendError) as err:
         await channel.fetch_media(Attachment("image", "liar"), max_bytes=100_000)
-    assert err.value.code == "too_large"
+    assert err.value.code == "media_too_large"
 
 
 @pytest.mark.parametrize("path", ["../../etc/passwd", "/etc/passwd"])
@@ -446,7 +451,7 @@ async def test_polling_accepts_before_confirming(channel: TelegramChannel,
     assert [m.external_id for m in batches[0]] == ["900000001", "900000004", "900000005"]
     assert [m.external_id for m in batches[1]] == ["edit:900000020"]
     # same parse code as the webhook
-    webhook = TelegramChannel(make_settings()).parse(request(body("photo_caption")))
+    webhook = TelegramChannel.from_settings(make_settings()).parse(request(body("photo_caption")))
     assert batches[0][1] == webhook[0]
 
 
@@ -488,10 +493,9 @@ async def app_client(settings_factory: Any, gateway_client: Any) -> Any:
 async def stored_events(client: Any) -> list[Any]:
     from sqlmodel import select
 
-    from gateway.keys import SESSIONS
     from store.models import InboundEvent
 
-    async with client.app[SESSIONS]() as session:
+    async with client.app[SERVICES].sessions() as session:
         return list((await session.exec(select(InboundEvent))).all())
 
 

@@ -18,7 +18,7 @@ from gateway.services import Services
 from gateway.workers.pipeline import Worker
 from store import repo
 from store.db import create_engine, session_factory
-from store.models import Conversation, InboundEvent, Report, utcnow
+from store.models import Conversation, InboundEvent, Report, table_of, utcnow
 
 
 async def test_two_workers_share_one_draft(settings_factory, gateway_client, pg_url) -> None:
@@ -60,8 +60,8 @@ async def test_two_workers_share_one_draft(settings_factory, gateway_client, pg_
         # The second message may have lost a race on creating the citizen's identity: its
         # transaction rolled back whole and the event waits for a retry. Make it due now.
         async with base.sessions() as s:
-            await s.exec(sa.update(InboundEvent.__table__)
-                         .where(InboundEvent.__table__.c.status == "pending")
+            await s.exec(sa.update(table_of(InboundEvent))
+                         .where(table_of(InboundEvent).c.status == "pending")
                          .values(next_attempt_at=utcnow()))
             await s.commit()
         for _ in range(3):

@@ -15,12 +15,17 @@ import pytest
 from aiohttp import web
 from speech_support import KO_TEXT, VI_HELLO, espeak_wav, sox, vosk_model_dir
 
-from channels.base import Attachment, OutboundMessage, SendError
+from channels.base import Attachment, MessageMeta, OutboundMessage, SendError
+from channels.registry import ChannelSet
 from channels.twilio_common import sign
 from channels.voice import VoiceChannel
-from gateway.keys import CHANNELS, INGESTOR, SETTINGS, SPEECH
+from gateway.domain.texts import Texts
+from gateway.keys import INGESTOR, SERVICES, SETTINGS
+from gateway.ops.metrics import Metrics
+from gateway.services import Services
 from gateway.web.voice_stream import setup_voice_stream
 from nlp.stt import Transcript
+from store.db import create_engine, session_factory
 
 try:
     from tests.fakes import twilio_api as tw
@@ -34,6 +39,26 @@ CALL_SID = "CA" + "c5" * 16
 STREAM_SID = "MZ" + "17" * 16
 
 
+# Fixed texts, so the fixture table does not follow edits of config/messages.vi.toml.
+VOICE_TEXTS = {
+    "greeting": "Xin chào, đây là đường dây nóng tiếp nhận phản ánh hiện trường. Sau tiếng bíp, "
+                "xin nói nội dung phản ánh và địa điểm, rồi bấm phím thăng.",
+    "stream_greeting": "Xin chào, đây là đường dây nóng tiếp nhận phản ánh hiện trường. Xin "
+                       "nói nội dung phản ánh và địa điểm.",
+    "goodbye": "Cảm ơn quý vị. Phản ánh đã được ghi nhận, chúng tôi sẽ nhắn tin mã số theo dõi.",
+}
+
+
+def voice(settings: Any, texts: dict[str, str] | None = None, **kw: Any) -> VoiceChannel:
+    """The channel as the app builds it: typed config from settings, [voice] texts passed in."""
+    return VoiceChannel.from_settings(settings, texts=texts or VOICE_TEXTS, **kw)
+
+
+def test_config_messages_have_the_voice_texts() -> None:
+    channel = VoiceChannel.from_settings(tw.make_settings(), texts=Texts.load().data["voice"])
+    assert channel.text("greeting") in channel.call_twiml({"From": CALLER})
+
+
 def load(name: str) -> dict[str, Any]:
     """One voice fixture."""
     return tw.load("voice", name)
@@ -42,7 +67,7 @@ def load(name: str) -> dict[str, Any]:
 @pytest.mark.parametrize("name", VOICE_FIXTURES)
 def test_voice_fixture_table(name: str) -> None:
     fx = load(name)
-    channel = VoiceChannel(tw.make_settings(**fx.get("settings", {})))
+    channel = voice(tw.make_settings(**fx.get("settings", {})))
     raw, _, _ = tw.signed_request(fx)
     status, messages, ack = tw.run_channel(channel, raw)
     expect = fx["expect"]
@@ -60,7 +85,7 @@ def test_voice_fixture_table(name: str) -> None:
 
 
 def test_voice_duplicate_has_the_same_dedup_key() -> None:
-    channel = VoiceChannel(tw.make_settings())
+    channel = voice(tw.make_settings())
     fx = load("recording_duplicate.json")
     first = tw.run_channel(channel, tw.signed_request(load(fx["duplicate_of"]))[0])[1]
     again = tw.run_channel(channel, tw.signed_request(fx)[0])[1]
@@ -68,16 +93,21 @@ def test_voice_duplicate_has_the_same_dedup_key() -> None:
 
 
 def test_greeting_comes_from_config_messages() -> None:
-    channel = VoiceChannel(tw.make_settings())
-    channel.messages = {"greeting": "Lời chào của tỉnh", "goodbye": "Tạm biệt"}
+    channel = voice(tw.make_settings(), {"greeting": "Lời chào của tỉnh", "goodbye": "Tạm biệt",
+                                         "stream_greeting": "Xin mời nói"})
     body = channel.call_twiml({"From": CALLER})
     assert ">Lời chào của tỉnh</Say>" in body
     assert ">Tạm biệt</Say>" in body
     assert "Google.vi-VN-Standard-A" in body
 
 
+def test_voice_texts_are_required() -> None:
+    with pytest.raises(ValueError, match="stream_greeting"):
+        VoiceChannel.from_settings(tw.make_settings(), texts={"greeting": "a", "goodbye": "b"})
+
+
 def test_max_length_follows_settings() -> None:
-    body = VoiceChannel(tw.make_settings(voice_max_seconds=60)).call_twiml({"From": CALLER})
+    body = voice(tw.make_settings(voice_max_seconds=60)).call_twiml({"From": CALLER})
     assert 'maxLength="60"' in body
 
 
@@ -99,7 +129,7 @@ async def http() -> Any:
 
 
 async def test_send_to_caller_goes_by_sms(fake_twilio: Any, http: Any) -> None:
-    channel = VoiceChannel(tw.make_settings(twilio_api_base=fake_twilio.base), http=http)
+    channel = voice(tw.make_settings(twilio_api_base=fake_twilio.base), http=http)
     result = await channel.send(OutboundMessage(channel="voice", recipient="tel:" + CALLER,
                                                 text="Mã phản ánh: PA-2611-000123"))
     assert result.provider_id
@@ -108,7 +138,7 @@ async def test_send_to_caller_goes_by_sms(fake_twilio: Any, http: Any) -> None:
 
 
 async def test_send_to_unlinked_call_is_not_retryable() -> None:
-    channel = VoiceChannel(tw.make_settings())
+    channel = voice(tw.make_settings())
     with pytest.raises(SendError) as info:
         await channel.send(OutboundMessage(channel="voice", recipient="call:" + CALL_SID,
                                            text="x"))
@@ -117,7 +147,7 @@ async def test_send_to_unlinked_call_is_not_retryable() -> None:
 
 async def test_fetch_recording_with_basic_auth(fake_twilio: Any, http: Any) -> None:
     fake_twilio.add_media("RE1", b"RIFF fake wav", "audio/x-wav")
-    channel = VoiceChannel(tw.make_settings(twilio_api_base=fake_twilio.base), http=http)
+    channel = voice(tw.make_settings(twilio_api_base=fake_twilio.base), http=http)
     url = f"{fake_twilio.base}/2010-04-01/Accounts/{tw.ACCOUNT_SID}/Recordings/RE1.wav"
     data, mime = await channel.fetch_media(Attachment("audio", url, "audio/wav"), 10_000)
     assert data == b"RIFF fake wav"
@@ -129,7 +159,7 @@ async def test_fetch_local_stream_recording(tmp_path: Path) -> None:
     calls = settings.resolved_media_dir() / "calls"
     calls.mkdir(parents=True)
     (calls / "MZ1.wav").write_bytes(b"RIFFdata")
-    channel = VoiceChannel(settings)
+    channel = voice(settings)
     data, mime = await channel.fetch_media(
         Attachment("audio", (calls / "MZ1.wav").resolve().as_uri(), "audio/wav"), 100)
     assert (data, mime) == (b"RIFFdata", "audio/wav")
@@ -209,9 +239,13 @@ def stream_app(settings: Any, speech: Any) -> web.Application:
     """The route on a bare app with the keys it reads (no database)."""
     app = web.Application()
     app[SETTINGS] = settings
-    app[CHANNELS] = {"voice": VoiceChannel(settings)}
+    channels = ChannelSet()
+    channels["voice"] = voice(settings)
+    # The route reads only the channels and the speech service; the sessions are never used.
+    sessions = session_factory(create_engine("sqlite:///:memory:"))
+    app[SERVICES] = Services(settings=settings, sessions=sessions, texts=Texts.load(),
+                             metrics=Metrics(), channels=channels, speech=speech)
     app[INGESTOR] = CollectingIngestor()  # type: ignore[assignment]
-    app[SPEECH] = speech
     setup_voice_stream(app)
     return app
 
@@ -275,6 +309,7 @@ async def test_stream_is_transcribed_and_persisted(aiohttp_client: Any, tmp_path
     assert message.sender == "tel:" + CALLER
     assert message.text == "xin chào tôi muốn phản ánh"
     assert message.raw["confidence"] == 0.87
+    assert message.meta == MessageMeta(transcribed=True, confidence=0.87)
     assert message.raw["segments"] == ["xin chào"]
     assert message.raw["partials"] == ["xin"]
     assert message.raw["media_frames"] == len(payloads)
@@ -297,7 +332,8 @@ async def test_stream_without_model_keeps_audio(aiohttp_client: Any, tmp_path: P
     (message,) = app[INGESTOR].messages
     assert message.text == ""
     assert message.sender == "call:" + CALL_SID  # no From parameter: the lead links the call
-    assert message.raw["transcribed"] is False
+    assert message.meta.transcribed is False and message.meta.confidence is None
+    assert "transcribed" not in message.raw
     assert wav_seconds(message.attachments[0].url) > 1.0
 
 
@@ -366,10 +402,9 @@ def _app_settings(settings_factory: Any, tmp_path: Path, **extra: Any) -> Any:
 async def _stored(client: Any) -> list[dict[str, Any]]:
     from sqlmodel import select
 
-    from gateway.keys import SESSIONS
     from store.models import InboundEvent
 
-    async with client.app[SESSIONS]() as session:
+    async with client.app[SERVICES].sessions() as session:
         query = select(InboundEvent.external_id, InboundEvent.sender).where(
             InboundEvent.channel == "voice")
         return [{"external_id": r[0], "sender": r[1]} for r in (await session.exec(query)).all()]
@@ -419,5 +454,5 @@ async def test_route_media_stream_with_vosk(settings_factory: Any, gateway_clien
     await replay(client, frames(mulaw.read_bytes()))
     (message,) = app[INGESTOR].messages
     assert message.raw["engine"] == "vosk"
-    assert message.raw["transcribed"] is True
+    assert message.meta.transcribed is True
     assert isinstance(message.text, str)

@@ -237,6 +237,6 @@ async def test_failure_mid_pipeline_leaves_no_partial_report(
     ("application/x-msdownload", False), ("application/zip", False),
 ])
 def test_media_type_allow_list(mime, ok) -> None:
-    from gateway.workers.pipeline import media_type_allowed
+    from gateway.workers.media import media_type_allowed
 
     assert media_type_allowed(mime) is ok

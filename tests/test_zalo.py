@@ -25,8 +25,9 @@ from channels.base import (
     SignatureError,
     utcnow,
 )
-from channels.zalo import ZaloChannel, phone_e164
+from channels.zalo import ZaloChannel, ZaloConfig, phone_e164
 from channels.zalo_tokens import TOKEN_KEY, InMemoryTokenStore, TokenError
+from gateway.keys import SERVICES
 from gateway.settings import Settings
 
 try:
@@ -96,7 +97,7 @@ CASES = sorted(FIXTURES.glob("*.json"))
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_fixture_table(path: Path) -> None:
     case, raw = load_case(path)
-    channel = ZaloChannel(make_settings())
+    channel = ZaloChannel.from_settings(make_settings())
     status, messages = run_route(channel, raw)
     assert status == case["expect"]["status"], case["description"]
     expected = case["expect"].get("messages", [])
@@ -120,7 +121,7 @@ def test_fixture_table_is_complete() -> None:
 @pytest.mark.parametrize("path", CASES, ids=[p.stem for p in CASES])
 def test_redelivery_gives_the_same_external_ids(path: Path) -> None:
     _, raw = load_case(path)
-    channel = ZaloChannel(make_settings())
+    channel = ZaloChannel.from_settings(make_settings())
     _, first = run_route(channel, raw)
     _, second = run_route(channel, raw)
     assert [m.external_id for m in first] == [m.external_id for m in second]
@@ -128,7 +129,7 @@ def test_redelivery_gives_the_same_external_ids(path: Path) -> None:
 
 def test_only_oa_secret_configured_still_rejects_app_secret_variant() -> None:
     _, raw = load_case(FIXTURES / "variant_app_secret_header_ts.json")
-    channel = ZaloChannel(make_settings(zalo_app_secret="rotated-app-secret"))
+    channel = ZaloChannel.from_settings(make_settings(zalo_app_secret="rotated-app-secret"))
     with pytest.raises(SignatureError) as err:
         channel.verify(raw)
     assert err.value.status == 401
@@ -137,7 +138,7 @@ def test_only_oa_secret_configured_still_rejects_app_secret_variant() -> None:
 def test_unsigned_non_empty_probe_is_rejected() -> None:
     raw = RawRequest("POST", "/", {}, {}, b'{"event_name":"user_send_text"}')
     with pytest.raises(SignatureError):
-        ZaloChannel(make_settings()).verify(raw)
+        ZaloChannel.from_settings(make_settings()).verify(raw)
 
 
 @pytest.mark.parametrize(
@@ -166,7 +167,7 @@ async def zalo(aiohttp_server: Any) -> Any:
     store = InMemoryTokenStore()
     async with aiohttp.ClientSession() as http:
         settings = make_settings(zalo_api_base=base, zalo_oauth_base=base)
-        channel = ZaloChannel(settings, http=http, tokens=store,
+        channel = ZaloChannel(ZaloConfig.from_settings(settings), http=http, tokens=store,
                               allowed_media_hosts=[f"{server.host}:{server.port}"])
         yield fake, channel, store, server
 
@@ -305,8 +306,8 @@ async def test_lost_put_race_rereads_instead_of_using_dead_token(aiohttp_server:
     base = str(server.make_url("")).rstrip("/")
     store = RacingStore(fake)
     async with aiohttp.ClientSession() as http:
-        channel = ZaloChannel(make_settings(zalo_api_base=base, zalo_oauth_base=base),
-                              http=http, tokens=store)
+        channel = ZaloChannel.from_settings(
+            make_settings(zalo_api_base=base, zalo_oauth_base=base), http=http, tokens=store)
         await channel.refresh_if_expiring()
     stored = await store.get(TOKEN_KEY)
     assert stored["access_token"] == "other-access"  # the winner's pair, not ours
@@ -335,8 +336,8 @@ async def test_concurrent_sends_refresh_once(zalo: Any) -> None:
 async def test_oauth_unreachable_is_retryable() -> None:
     store = InMemoryTokenStore()
     async with aiohttp.ClientSession() as http:
-        channel = ZaloChannel(make_settings(zalo_oauth_base="http://127.0.0.1:9"), http=http,
-                              tokens=store)
+        channel = ZaloChannel.from_settings(
+            make_settings(zalo_oauth_base="http://127.0.0.1:9"), http=http, tokens=store)
         with pytest.raises(TokenError) as err:
             await channel.refresh_if_expiring()
     assert err.value.retryable
@@ -363,7 +364,7 @@ async def test_fetch_media_from_test_host_and_limits(zalo: Any) -> None:
 )
 async def test_fetch_media_refuses_other_hosts(url: str) -> None:
     async with aiohttp.ClientSession() as http:
-        channel = ZaloChannel(make_settings(), http=http)
+        channel = ZaloChannel.from_settings(make_settings(), http=http)
         with pytest.raises(SendError) as err:
             await channel.fetch_media(Attachment("audio", url), max_bytes=1000)
     assert err.value.code == "media_host"
@@ -375,10 +376,9 @@ async def test_fetch_media_refuses_other_hosts(url: str) -> None:
 async def _stored_ids(client: Any, channel: str) -> list[str]:
     from sqlmodel import select
 
-    from gateway.keys import SESSIONS
     from store.models import InboundEvent
 
-    async with client.app[SESSIONS]() as session:
+    async with client.app[SERVICES].sessions() as session:
         query = select(InboundEvent.external_id).where(InboundEvent.channel == channel)
         return list((await session.exec(query)).all())
 
@@ -405,17 +405,17 @@ async def test_new_pair_in_settings_replaces_the_stored_one_once(zalo: Any) -> N
     await channel.refresh_if_expiring()  # store now holds generation 2, seeded from settings 1
     # An admin re-consented: the server issued a new pair, now in the settings.
     fake.access_token, fake.refresh_token = "consent-access", "consent-refresh"
-    settings = make_settings(zalo_api_base=channel.settings.zalo_api_base,
-                             zalo_oauth_base=channel.settings.zalo_oauth_base,
+    settings = make_settings(zalo_api_base=channel.config.api_base,
+                             zalo_oauth_base=channel.config.oauth_base,
                              zalo_access_token="consent-access",
                              zalo_refresh_token="consent-refresh")
-    restarted = ZaloChannel(settings, http=channel.http, tokens=store)
+    restarted = ZaloChannel.from_settings(settings, http=channel.http, tokens=store)
     await restarted.send(outbound())
     assert fake.send_tokens[-1] == "consent-access"
     assert await restarted.refresh_if_expiring() is True  # expiry unknown for a seeded pair
     assert (await store.get(TOKEN_KEY))["refresh_token"] == fake.refresh_token
     # Rotation kept the seed mark: a further restart with the same settings keeps the store.
-    again = ZaloChannel(settings, http=channel.http, tokens=store)
+    again = ZaloChannel.from_settings(settings, http=channel.http, tokens=store)
     assert await again.token_manager.access_token() == fake.access_token
 
 

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
-from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.settings import Settings
 from store import migrate
 from store.db import create_engine, is_sqlite, session_factory
 from store.models import Operator, OperatorAction, utcnow
+from store.repos import operators as operators_repo
 
 _hasher = PasswordHasher()
 ROLES = ("operator", "supervisor", "admin")
@@ -44,7 +44,7 @@ async def add_operator(
     engine = create_engine(settings.database_url)
     try:
         async with session_factory(engine)() as session:
-            op = (await session.exec(select(Operator).where(Operator.username == username))).first()
+            op = await operators_repo.by_username(session, username)
             if op is None:
                 op = Operator(username=username, password_hash="", role=role)
             op.password_hash = hash_password(password)
@@ -71,22 +71,6 @@ class LoginResult:
     error: str | None = None  # "bad_credentials" | "locked" | "disabled"
 
 
-async def recent_failures(session: AsyncSession, op: Operator, since: datetime) -> int:
-    """Failed logins of `op` since `since` and since its last successful login or unlock."""
-    last_ok = (await session.exec(
-        select(OperatorAction.at)
-        .where(OperatorAction.operator_id == op.id,
-               col(OperatorAction.action).in_(["login", "unlock", "locked"]))
-        .order_by(col(OperatorAction.at).desc()).limit(1)
-    )).first()
-    start = max(since, last_ok) if last_ok is not None else since
-    stmt = select(func.count()).select_from(OperatorAction).where(
-        OperatorAction.operator_id == op.id, OperatorAction.action == "login_failed",
-        col(OperatorAction.at) > start,
-    )
-    return int((await session.exec(stmt)).one())
-
-
 async def attempt_login(
     session: AsyncSession, settings: Settings, username: str, password: str, ip: str = ""
 ) -> LoginResult:
@@ -96,7 +80,7 @@ async def attempt_login(
     commits. A locked account refuses even the right password until the lock expires.
     """
     now = utcnow()
-    op = (await session.exec(select(Operator).where(Operator.username == username))).first()
+    op = await operators_repo.by_username(session, username)
     if op is None:
         await asyncio.to_thread(check_password, _DUMMY_HASH, password)  # same timing
         session.add(OperatorAction(action="login_failed", note=f"unknown user ({ip})"[:200]))
@@ -117,7 +101,8 @@ async def attempt_login(
         session.add(OperatorAction(operator_id=op.id, action="login", note=ip or None))
         return LoginResult(op)
     window = timedelta(minutes=settings.login_lockout_minutes)
-    failures = await recent_failures(session, op, now - window) + 1
+    failures = await operators_repo.recent_login_failures(session, op.id or 0,
+                                                          now - window) + 1
     session.add(OperatorAction(operator_id=op.id, action="login_failed", note=ip or None))
     op.failed_logins = failures
     if failures >= settings.login_max_failures:

@@ -8,47 +8,24 @@ gateway processes (the worker processes one event at a time per row lock/claim).
 from __future__ import annotations
 
 import logging
-import re
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from datetime import timedelta
 
 from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from channels.base import Attachment, Button, InboundMessage
+from channels.base import Button, InboundMessage
 from gateway.domain import reports
+from gateway.domain.lifecycle import GATEWAY
+from gateway.domain.replies import CANCEL, CODE_RE, CONFIRM, Outcome, Replies, Reply
 from gateway.domain.texts import fold
 from gateway.services import Services
-from gateway.workers import forwarder as forwarding
 from store import repo
-from store.models import Citizen, Conversation, Report, utcnow
+from store.models import Citizen, Conversation, Report, ReportStatus, utcnow
 
 log = logging.getLogger("paht.dialog")
 
-CODE_RE = re.compile(r"\b([A-Za-z]{2,4}-\d{4}-\d{6})\b")
-# Channels where a citizen chats and can press "confirm"; the others submit without a summary.
-CHAT_CHANNELS = {"web", "telegram", "facebook", "zalo"}
-SMS_CHANNELS = {"sms", "voice"}  # answers go out as SMS
-CONFIRM, CANCEL = "confirm", "cancel"
 Handler = Callable[[AsyncSession, InboundMessage, "Conversation", str], Awaitable["Outcome"]]
-
-
-@dataclass
-class Reply:
-    """A message the dialog wants sent back on the citizen's channel."""
-
-    text: str
-    buttons: tuple[Button, ...] = ()
-
-
-@dataclass
-class Outcome:
-    """What handling one message did: replies, and the report it touched."""
-
-    replies: list[Reply] = field(default_factory=list)
-    report: Report | None = None
-    ignored: bool = False
 
 
 class Dialog:
@@ -58,6 +35,8 @@ class Dialog:
         self.s = services
         self.t = services.texts
         self.window = timedelta(minutes=services.settings.conversation_window_minutes)
+        self.life = services.lifecycle
+        self.r = Replies(services.texts, services.classifier, services.channels)
 
     # -- entry point ---------------------------------------------------------------------
 
@@ -65,9 +44,10 @@ class Dialog:
         self, session: AsyncSession, msg: InboundMessage, citizen: Citizen,
         extra_attachments: list[dict] | None = None, transcript: str | None = None,
         transcript_confidence: float | None = None, flags: list[str] | None = None,
+        known: repo.Known | None = None,
     ) -> Outcome:
         """Decide what `msg` means and update the draft; returns the replies to send."""
-        conv = await self._conversation(session, msg, citizen)
+        conv = await self._conversation(session, msg, citizen, known)
         folded = fold(msg.text)
         if msg.kind in ("follow",):
             return Outcome([Reply(self.t.get("dialog.welcome"))])
@@ -77,6 +57,7 @@ class Dialog:
             return await self._contact(session, msg, citizen)
         command = self._command(msg, folded)
         if command is not None:
+            await session.flush()  # a status look-up must see this batch's reports too
             return await command(session, msg, conv, folded)
         draft = await self._open_draft(session, conv)
         if conv.state == "rating" and folded in {"1", "2", "3", "4", "5"}:
@@ -84,7 +65,8 @@ class Dialog:
         has_content = bool(msg.text.strip() or msg.attachments or msg.location or transcript)
         if draft is None and not has_content:
             return Outcome([Reply(self.t.get("dialog.sticker"))], ignored=True)
-        if draft is None and msg.channel != "voice" and self._small_talk(folded):
+        spoken = self.s.channels.traits(msg.channel).spoken
+        if draft is None and not spoken and self._small_talk(folded, msg.text):
             key = "dialog.thanks" if folded in self.t.words("thanks") else "dialog.greeting"
             return Outcome([Reply(self.t.get(key))], ignored=True)
         if draft is None:
@@ -112,24 +94,24 @@ class Dialog:
         self, session: AsyncSession, msg: InboundMessage, conv: Conversation, draft: Report,
         prefix: list[Reply], had_place: bool,
     ) -> Outcome:
-        if msg.channel == "voice":
+        if self.s.channels.traits(msg.channel).spoken:  # a call: nothing to ask, submit it
             return await self._submit(session, conv, draft, prefix)
         has_place = self._has_place(draft)
         if not has_place and "place" not in conv.asked:
             conv.asked = [*conv.asked, "place"]
             conv.state = "collecting"
             session.add(conv)
-            buttons = () if msg.channel in SMS_CHANNELS else (
+            buttons = () if self.r.sms_like(msg.channel) else (
                 Button(self.t.get("dialog.ask_place_button"), "location", "location"),)
-            text = self._text(msg.channel, "ask_place")
+            text = self.r.text(msg.channel, "ask_place")
             return Outcome([*prefix, Reply(text, buttons)], draft)
-        if msg.channel not in CHAT_CHANNELS:
+        if not self.s.channels.traits(msg.channel).conversational:
             # SMS: every message costs the citizen money — submit as soon as we have a place
             # or after one question.
             return await self._submit(session, conv, draft, prefix)
         place_arrived = has_place and not had_place
         if conv.state == "confirming" and not place_arrived:
-            return Outcome([*prefix, Reply(self.t.get("dialog.added"), self._confirm_buttons())],
+            return Outcome([*prefix, Reply(self.t.get("dialog.added"), self.r.confirm_buttons())],
                            draft)
         if not has_place and not msg.text.strip():
             # A photo while we wait for the place: acknowledge it, the question stands.
@@ -137,7 +119,7 @@ class Dialog:
         # The place arrived, or the citizen answered in words we could not place: summarise.
         conv.state = "confirming"
         session.add(conv)
-        return Outcome([*prefix, Reply(self._summary(draft), self._confirm_buttons())], draft)
+        return Outcome([*prefix, Reply(self.r.summary(draft), self.r.confirm_buttons())], draft)
 
     async def _submit(
         self, session: AsyncSession, conv: Conversation, draft: Report, prefix: list[Reply]
@@ -148,23 +130,7 @@ class Dialog:
         conv.asked = []
         conv.expires_at = None
         session.add(conv)
-        return Outcome([*prefix, Reply(self.submitted_text(draft))], draft)
-
-    def submitted_text(self, report: Report) -> str:
-        """The confirmation a citizen gets with the tracking code."""
-        if report.channel == "voice":
-            if "silent" in report.flags:
-                return self._text("voice", "voice_silent")
-            key = "voice_pending" if "transcript_pending" in report.flags else "voice_received"
-            return self._text("voice", key, code=report.code)
-        key = "submitted_urgent" if report.urgent else "submitted"
-        return self._text(report.channel, key, code=report.code)
-
-    def _text(self, channel: str, name: str, **values: object) -> str:
-        """A dialog text, in its short SMS form when the answer goes by SMS."""
-        if channel in SMS_CHANNELS and name in self.t.data.get("sms", {}):
-            return self.t.get(f"sms.{name}", **values)
-        return self.t.get(f"dialog.{name}", **values)
+        return Outcome([*prefix, Reply(self.r.submitted(draft))], draft)
 
     async def close_expired(self, session: AsyncSession, conv: Conversation) -> Outcome:
         """Submit the draft of a conversation whose window has closed."""
@@ -173,8 +139,7 @@ class Dialog:
             conv.state, conv.report_id, conv.asked, conv.expires_at = "idle", None, [], None
             session.add(conv)
             if draft is not None:
-                draft.status, draft.flags = "rejected", [*draft.flags, "empty_draft"]
-                session.add(draft)
+                await self.life.cancel_draft(session, draft, "empty_draft", GATEWAY)
             return Outcome(ignored=True)
         return await self._submit(session, conv, draft, [])
 
@@ -224,7 +189,7 @@ class Dialog:
         if report is None:
             text = self.t.get("dialog.status_not_found", code=match.group(1).upper())
             return Outcome([Reply(text)], ignored=True)
-        return Outcome([Reply(reports.status_text(self.s, report))], ignored=True)
+        return Outcome([Reply(await self.life.status_line(session, report))], ignored=True)
 
     async def _cmd_cancel(
         self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
@@ -232,9 +197,7 @@ class Dialog:
         draft = await self._open_draft(session, conv)
         if draft is None:
             return Outcome([Reply(self.t.get("dialog.nothing_to_cancel"))], ignored=True)
-        draft.status = "rejected"
-        draft.flags = [*draft.flags, "cancelled_by_citizen"]
-        session.add(draft)
+        await self.life.cancel_draft(session, draft, "cancelled_by_citizen")
         conv.state, conv.report_id, conv.asked, conv.expires_at = "idle", None, [], None
         session.add(conv)
         return Outcome([Reply(self.t.get("dialog.cancelled"))], draft)
@@ -278,12 +241,7 @@ class Dialog:
         report = await session.get(Report, conv.report_id)
         if report is None:
             return Outcome(ignored=True)
-        report.rating = value
-        report.updated_at = utcnow()
-        session.add(report)
-        reports.add_history(session, report, report.status, note=f"rating={value}",
-                            source="citizen")
-        await forwarding.queue_rating(session, report)  # the centre gets the rating too
+        await self.life.rate(session, report, value)  # the centre gets the rating too
         conv.state, conv.report_id = "idle", None
         session.add(conv)
         return Outcome([Reply(self.t.get("notify.rated"))], report)
@@ -299,18 +257,25 @@ class Dialog:
     # -- helpers -------------------------------------------------------------------------
 
     async def _conversation(
-        self, session: AsyncSession, msg: InboundMessage, citizen: Citizen
+        self, session: AsyncSession, msg: InboundMessage, citizen: Citizen,
+        known: repo.Known | None = None,
     ) -> Conversation:
-        stmt = select(Conversation).where(Conversation.sender == msg.sender)
-        if repo.dialect_name(session) == "postgresql":
-            # Another gateway process may be handling this citizen's previous message: wait
-            # for it, then read the draft it left (SQLite has a single writer anyway).
-            stmt = stmt.with_for_update()
-        conv = (await session.exec(stmt)).first()
+        if known is not None and msg.sender in known.conversations:
+            conv = known.conversations[msg.sender]  # read (and locked) for the whole batch
+        else:
+            stmt = select(Conversation).where(Conversation.sender == msg.sender)
+            if repo.dialect_name(session) == "postgresql":
+                # Another gateway process may be handling this citizen's previous message:
+                # wait for it, then read the draft it left (SQLite has one writer anyway).
+                stmt = stmt.with_for_update()
+            conv = (await session.exec(stmt)).first()
         if conv is None:
             conv = Conversation(sender=msg.sender, channel=msg.channel, citizen_id=citizen.id or 0)
             session.add(conv)
-            await session.flush()
+            if known is None:
+                await session.flush()
+            else:  # the batch flushes it with the draft; the next message finds it here
+                known.conversations[msg.sender] = conv
         elif conv.citizen_id != citizen.id:
             conv.citizen_id = citizen.id or 0
             session.add(conv)
@@ -322,7 +287,7 @@ class Dialog:
         if conv.report_id is None or conv.state == "rating":
             return None
         report = await session.get(Report, conv.report_id)
-        if report is None or report.status != "draft":
+        if report is None or report.status != ReportStatus.DRAFT:
             return None
         if not allow_expired and conv.expires_at is not None and conv.expires_at < utcnow():
             # The window closed but the expiry job has not run yet: submit it now, and the
@@ -337,7 +302,8 @@ class Dialog:
         self, session: AsyncSession, msg: InboundMessage, citizen: Citizen, conv: Conversation
     ) -> Report:
         draft = Report(
-            channel=msg.channel, citizen_id=citizen.id or 0, sender=msg.sender, status="draft"
+            channel=msg.channel, citizen_id=citizen.id or 0, sender=msg.sender,
+            status=ReportStatus.DRAFT
         )
         session.add(draft)
         await session.flush()
@@ -375,14 +341,14 @@ class Dialog:
     def _has_place(self, draft: Report) -> bool:
         return draft.lat is not None or bool(draft.address)
 
-    def _small_talk(self, folded: str) -> bool:
+    def _small_talk(self, folded: str, text: str) -> bool:
         if not folded:
             return False
         if folded in self.t.words("greetings") or folded in self.t.words("thanks"):
             return True
         words = folded.split()
         if len(words) <= 4 and self.s.classifier is not None:
-            result = self.s.classifier.classify(folded)
+            result = self.s.classifier.classify(text)
             # Greetings and thanks match only `khac` phrases; any real sector phrase means
             # the citizen is reporting something, however short.
             return result.sector == "khac" and all(m.sector == "khac" for m in result.matches)
@@ -391,33 +357,3 @@ class Dialog:
     def _abusive(self, folded: str) -> bool:
         words = set(folded.split())
         return any((" " in bad and bad in folded) or bad in words for bad in self.t.words("abuse"))
-
-    def _confirm_buttons(self) -> tuple[Button, ...]:
-        return (
-            Button(self.t.get("dialog.confirm_button"), CONFIRM),
-            Button(self.t.get("dialog.cancel_button"), CANCEL),
-        )
-
-    def _summary(self, draft: Report) -> str:
-        sector = "đang phân loại"
-        clf = self.s.classifier
-        if clf is not None:
-            result = clf.classify(reports.report_text(draft))
-            sector = clf.sectors[result.sector].name if result.sector in clf.sectors else sector
-        place = draft.address or (
-            f"{draft.lat:.5f}, {draft.lon:.5f}" if draft.lat is not None and draft.lon is not None
-            else self.t.get("dialog.place_unknown"))
-        media = (self.t.get("dialog.media_count", count=len(draft.attachments))
-                 if draft.attachments else self.t.get("dialog.media_none"))
-        return self.t.get("dialog.summary", text=reports.report_text(draft) or "…",
-                          sector=sector, place=place, media=media)
-
-
-def attachment_record(att: Attachment, local_path: str | None, error: str | None = None) -> dict:
-    """How an attachment is kept on the report."""
-    record = {"kind": att.kind, "url": att.url, "mime": att.mime, "name": att.name}
-    if local_path:
-        record["path"] = local_path
-    if error:
-        record["error"] = error
-    return record

@@ -7,13 +7,13 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from rapidfuzz import fuzz
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.domain.reports import report_text
 from gateway.domain.texts import fold
 from gateway.services import Services
 from store.models import Report
+from store.repos import console as console_repo
 
 OPEN_STATUSES = ("submitted", "confirmed", "forwarded", "in_progress")
 TEXT_SIMILARITY = 85.0  # rapidfuzz token_set_ratio on folded report text
@@ -55,16 +55,9 @@ async def find_candidates(
     settings = services.settings
     start = report.submitted_at or report.created_at
     window = timedelta(hours=settings.duplicate_window_hours)
-    since = start - window
-    rows = (await session.exec(
-        select(Report).where(
-            col(Report.id) != report.id,
-            col(Report.status).in_(OPEN_STATUSES),
-            col(Report.duplicate_of).is_(None),
-            col(Report.created_at) >= since,
-            col(Report.created_at) <= start,
-        ).order_by(col(Report.created_at).desc()).limit(MAX_SCAN)
-    )).all()
+    rows = await console_repo.duplicate_candidates(
+        session, exclude_id=report.id, statuses=OPEN_STATUSES, since=start - window,
+        until=start, limit=MAX_SCAN)
     text = report_text(report)
     found: list[Candidate] = []
     for other in rows:

@@ -5,24 +5,18 @@ from __future__ import annotations
 
 from typing import Any, TextIO
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.domain.reports import report_text
 from gateway.settings import Settings
 from store import migrate
 from store.db import create_engine, is_sqlite, session_factory
-from store.models import OperatorAction, Report
+from store.repos import operators as operators_repo
 
 
 async def load_corrections(session: AsyncSession) -> list[tuple[str, str, str]]:
     """(report text, classifier's sector, operator's final sector) per corrected report."""
-    rows = (await session.exec(
-        select(OperatorAction, Report)
-        .join(Report, col(Report.id) == col(OperatorAction.report_id))
-        .where(OperatorAction.action == "change_sector")
-        .order_by(col(OperatorAction.at), col(OperatorAction.id))
-    )).all()
+    rows = await operators_repo.sector_corrections(session)
     first: dict[int, str] = {}
     last: dict[int, str] = {}
     texts: dict[int, str] = {}

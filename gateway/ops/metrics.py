@@ -70,16 +70,18 @@ class Metrics:
                 parts.append(extra)
             return "{" + ",".join(parts) + "}" if parts else ""
 
-        for kind, store in (("counter", self.counters), ("gauge", self.gauges)):
+        scalars: tuple[tuple[str, dict[str, dict[tuple[tuple[str, str], ...], float]]], ...] = (
+            ("counter", self.counters), ("gauge", self.gauges))
+        for kind, store in scalars:
             for name, series in sorted(store.items()):
                 out.append(f"# HELP {name} {_HELP.get(name, name)}")
                 out.append(f"# TYPE {name} {kind}")
                 for labels, v in sorted(series.items()):
                     out.append(f"{name}{fmt(labels)} {v:g}")
-        for name, series in sorted(self.hists.items()):
+        for name, hist in sorted(self.hists.items()):
             out.append(f"# HELP {name} {_HELP.get(name, name)}")
             out.append(f"# TYPE {name} histogram")
-            for labels, state in sorted(series.items()):
+            for labels, state in sorted(hist.items()):
                 for i, bound in enumerate(_BUCKETS):
                     le = 'le="' + str(bound) + '"'
                     out.append(f"{name}_bucket{fmt(labels, le)} {state[i]:g}")

@@ -1,7 +1,8 @@
 """The integration API under /api/v1/ (bearer tokens from PAHT_API_TOKENS).
 
 Agencies and the central system see a pseudonym for the citizen unless the citizen agreed
-to share their identity; phone numbers are never returned otherwise.
+to share their identity; phone numbers are never returned otherwise. A merged duplicate has
+`status: "merged"` and `duplicate_of: <the original's code>`.
 """
 
 from __future__ import annotations
@@ -12,21 +13,15 @@ from datetime import datetime
 from typing import Any
 
 from aiohttp import web
-from sqlmodel import col, func, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.keys import SERVICES
 from gateway.ops.privacy import pseudonym
 from gateway.services import Services
 from gateway.web.open311 import parse_w3c, w3c
 from gateway.web.openapi import OPENAPI
-from store.models import (
-    Citizen,
-    Classification,
-    InboundEvent,
-    OperatorAction,
-    Report,
-    ReportHistory,
-)
+from store.models import Citizen, InboundEvent, Report
+from store.repos import reports as repo
 
 MAX_LIMIT = 200
 
@@ -59,6 +54,11 @@ def _paging(query: Any) -> tuple[int, int]:
     return limit, offset
 
 
+def _listed(query: Any, field: str) -> list[str]:
+    """A comma-separated filter of the query string, or no filter."""
+    return str(query[field]).split(",") if query.get(field) else []
+
+
 def citizen_view(services: Services, citizen: Citizen | None) -> dict[str, Any]:
     """Who reported: a pseudonym, plus name and phone only with the citizen's consent."""
     if citizen is None:
@@ -70,8 +70,10 @@ def citizen_view(services: Services, citizen: Citizen | None) -> dict[str, Any]:
     return view
 
 
-def report_summary(services: Services, r: Report) -> dict[str, Any]:
-    """The list view of a report."""
+def report_summary(services: Services, r: Report, codes: dict[int, Report] | None = None
+                   ) -> dict[str, Any]:
+    """The list view of a report; `codes` holds the originals of merged duplicates."""
+    original = (codes or {}).get(r.duplicate_of) if r.duplicate_of is not None else None
     return {
         "code": r.code,
         "status": r.status,
@@ -87,8 +89,12 @@ def report_summary(services: Services, r: Report) -> dict[str, Any]:
         "location": {"lat": r.lat, "lon": r.lon} if r.lat is not None else None,
         "submitted_at": w3c(r.submitted_at),
         "updated_at": w3c(r.updated_at),
-        "duplicate_of": r.duplicate_of,
+        "duplicate_of": original.code if original is not None else None,
     }
+
+
+async def _originals(session: AsyncSession, found: list[Report]) -> dict[int, Report]:
+    return await repo.by_ids(session, {r.duplicate_of for r in found if r.duplicate_of})
 
 
 async def list_reports(request: web.Request) -> web.Response:
@@ -102,21 +108,15 @@ async def list_reports(request: web.Request) -> web.Response:
         until = parse_w3c(q["until"]) if q.get("until") else None
     except ValueError as exc:
         raise _bad("since/until must be W3C datetimes") from exc
-    stmt = select(Report).where(col(Report.code).is_not(None))
-    for field in ("status", "sector", "channel"):
-        if q.get(field):
-            stmt = stmt.where(col(getattr(Report, field)).in_(q[field].split(",")))
-    if since is not None:
-        stmt = stmt.where(col(Report.submitted_at) >= since)
-    if until is not None:
-        stmt = stmt.where(col(Report.submitted_at) <= until)
     async with services.sessions() as session:
-        total = (await session.exec(select(func.count()).select_from(stmt.subquery()))).one()
-        rows = (await session.exec(
-            stmt.order_by(col(Report.id).desc()).offset(offset).limit(limit))).all()
+        total, rows = await repo.list_reports(
+            session, statuses=_listed(q, "status"), sectors=_listed(q, "sector"),
+            channels=_listed(q, "channel"), since=since, until=until, limit=limit,
+            offset=offset)
+        originals = await _originals(session, rows)
     return web.json_response({
         "total": total, "limit": limit, "offset": offset,
-        "items": [report_summary(services, r) for r in rows],
+        "items": [report_summary(services, r, originals) for r in rows],
     })
 
 
@@ -126,20 +126,17 @@ async def get_report(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     code = request.match_info["code"].upper()
     async with services.sessions() as session:
-        report = (await session.exec(select(Report).where(Report.code == code))).first()
+        report = await repo.find_by_code(session, code)
         if report is None:
             raise web.HTTPNotFound(text='{"error": "no such report"}',
                                    content_type="application/json")
         citizen = await session.get(Citizen, report.citizen_id)
-        history = (await session.exec(select(ReportHistory).where(
-            ReportHistory.report_id == report.id).order_by(col(ReportHistory.id)))).all()
-        classes = (await session.exec(select(Classification).where(
-            Classification.report_id == report.id).order_by(col(Classification.id)))).all()
-        actions = (await session.exec(select(OperatorAction).where(
-            OperatorAction.report_id == report.id).order_by(col(OperatorAction.id)))).all()
-        events = (await session.exec(select(InboundEvent).where(
-            InboundEvent.report_id == report.id).order_by(col(InboundEvent.id)))).all()
-    body = report_summary(services, report)
+        history = await repo.history_of(session, report.id or 0)
+        classes = await repo.classifications_of(session, report.id or 0)
+        actions = await repo.actions_of(session, report.id or 0)
+        events = await repo.events_of(session, report.id or 0)
+        originals = await _originals(session, [report])
+    body = report_summary(services, report, originals)
     body.update(
         citizen=citizen_view(services, citizen),
         attachments=[{k: v for k, v in a.items() if k in ("kind", "mime", "path", "size",
@@ -196,15 +193,10 @@ async def list_messages(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     q = request.query
     limit, offset = _paging(q)
-    stmt = select(InboundEvent, Report.code).join(
-        Report, col(Report.id) == col(InboundEvent.report_id), isouter=True)
-    if q.get("channel"):
-        stmt = stmt.where(InboundEvent.channel == q["channel"])
-    if q.get("external_id"):
-        stmt = stmt.where(InboundEvent.external_id == q["external_id"])
     async with services.sessions() as session:
-        rows = (await session.exec(
-            stmt.order_by(col(InboundEvent.id).desc()).offset(offset).limit(limit))).all()
+        rows = await repo.messages(session, channel=q.get("channel") or None,
+                                   external_id=q.get("external_id") or None,
+                                   limit=limit, offset=offset)
     return web.json_response({"limit": limit, "offset": offset,
                               "items": [message_view(services, e, code) for e, code in rows]})
 

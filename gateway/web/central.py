@@ -18,18 +18,14 @@ import json
 import logging
 from typing import Any
 
-import sqlalchemy as sa
 from aiohttp import web
-from sqlalchemy.dialects import postgresql, sqlite
-from sqlmodel import col, select
-from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.domain import notify, reports
+from gateway.domain.lifecycle import CENTRAL_STATUSES, Lifecycle
 from gateway.keys import SERVICES, SETTINGS
 from gateway.services import Services
-from store.central_models import CentralStatusEvent
 from store.forward import SIGNATURE_HEADER, DeliveryError, verify_signature
-from store.models import Report, utcnow
+from store.models import ReportStatus
+from store.repos import reports as repo
 
 log = logging.getLogger("paht.central")
 CALLBACK_PATH = "/api/v1/central/status"
@@ -51,7 +47,7 @@ def parse_event(body: bytes) -> dict[str, Any]:
         if not isinstance(value, str | int) or not str(value).strip():
             raise ValueError(f"{key} is required")
         event[key] = str(value).strip()
-    if event["status"] not in notify.CENTRAL_STATUSES:
+    if event["status"] not in CENTRAL_STATUSES:
         raise ValueError("status must be in_progress, resolved or rejected")
     for key in ("note", "agency"):
         value = data.get(key)
@@ -63,32 +59,18 @@ def parse_event(body: bytes) -> dict[str, Any]:
     return event
 
 
-async def record_event(session: AsyncSession, event: dict[str, Any], source: str) -> bool:
-    """Store the event unless its event_id was seen before; False for a replay."""
-    table = CentralStatusEvent.__table__
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    stmt = (
-        insert(table)
-        .values(event_id=event["event_id"], code=event["code"].upper(), status=event["status"],
-                note=event.get("note"), agency=event.get("agency"), source=source,
-                received_at=utcnow())
-        .on_conflict_do_nothing(index_elements=["event_id"])
-        .returning(table.c.id)
-    )
-    return (await session.exec(stmt)).first() is not None  # type: ignore[call-overload]
-
-
-async def apply_event(services: Services, event: dict[str, Any], source: str) -> str:
+async def apply_event(services: Services, event: dict[str, Any], source: str,
+                      life: Lifecycle | None = None) -> str:
     """Dedup, find the report, apply the change: 'applied', 'duplicate', 'stale' or 'unknown'."""
+    life = life or services.lifecycle
     async with services.sessions() as session:
-        report = await reports.find_by_code(session, event["code"])
+        report = await repo.find_by_code(session, event["code"])
         if report is None:
             return "unknown"
-        if not await record_event(session, event, source):
+        if not await repo.record_central_event(session, event, source):
             return "duplicate"
-        changed = await notify.apply_status(session, services, report, event["status"],
-                                            note=event.get("note"), agency=event.get("agency"))
+        changed = await life.apply_central(session, report, event["status"],
+                                           note=event.get("note"), agency=event.get("agency"))
         await session.commit()
     return "applied" if changed else "stale"
 
@@ -131,14 +113,14 @@ def setup_central(app: web.Application) -> None:
 def open311_status(item: dict[str, Any]) -> str | None:
     """Our status for a GeoReport v2 service request, or None while nothing happened."""
     status = str(item.get("status") or "").lower()
-    if status in notify.CENTRAL_STATUSES:
+    if status in CENTRAL_STATUSES:
         return status
     if status == "closed":
-        return "resolved"
+        return ReportStatus.RESOLVED
     if status == "open" and (item.get("status_notes") or (
             item.get("updated_datetime") and
             item.get("updated_datetime") != item.get("requested_datetime"))):
-        return "in_progress"
+        return ReportStatus.IN_PROGRESS
     return None
 
 
@@ -147,13 +129,10 @@ async def poll_central(services: Services, sink: Any, limit: int = 200) -> int:
     fetch = getattr(sink, "fetch_status", None)
     if fetch is None:
         return 0
-    rt = Report.__table__
-    stmt = (select(Report)
-            .where(col(Report.central_ref).is_not(None),
-                   rt.c.status.in_(["forwarded", "in_progress"]))
-            .order_by(sa.asc(rt.c.updated_at)).limit(limit))
     async with services.sessions() as session:
-        pending = [(r.code, r.central_ref, r.status) for r in (await session.exec(stmt)).all()]
+        pending = await repo.due_for_poll(
+            session, (ReportStatus.FORWARDED, ReportStatus.IN_PROGRESS), limit)
+    life = services.lifecycle
     applied = 0
     for code, ref, have in pending:
         try:
@@ -167,6 +146,6 @@ async def poll_central(services: Services, sink: Any, limit: int = 200) -> int:
         event = {"code": code, "status": status, "event_id": f"poll:{ref}:{status}",
                  "note": item.get("status_notes") or None,
                  "agency": item.get("agency_responsible") or None}
-        if await apply_event(services, event, "poll") == "applied":
+        if await apply_event(services, event, "poll", life) == "applied":
             applied += 1
     return applied

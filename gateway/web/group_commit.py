@@ -21,7 +21,7 @@ from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from store.models import EVENT_PENDING, InboundEvent, utcnow
+from store.models import EVENT_PENDING, InboundEvent, table_of, utcnow
 from store.write_gate import WriteGate, maybe
 
 log = logging.getLogger("paht.ingest")
@@ -42,7 +42,7 @@ async def insert_batch(session: AsyncSession, rows: Sequence[dict[str, Any]]) ->
     repeated inside the batch counts once: its later copies are duplicates.
     """
     now = utcnow()
-    table = InboundEvent.__table__
+    table = table_of(InboundEvent)
     first: dict[tuple[str, str], int] = {}
     values: list[dict[str, Any]] = []
     for index, row in enumerate(rows):
@@ -62,7 +62,7 @@ async def insert_batch(session: AsyncSession, rows: Sequence[dict[str, Any]]) ->
         .on_conflict_do_nothing(index_elements=["channel", "external_id"])
         .returning(table.c.id, table.c.channel, table.c.external_id)
     )
-    result = await session.exec(stmt, params=values)  # type: ignore[call-overload]
+    result = await session.exec(stmt, params=values)
     new = {(channel, ext): id_ for id_, channel, ext in result.all()}
     return [
         new.get((row["channel"], row["external_id"]))

@@ -3,7 +3,8 @@
 Field names and types follow the spec, because real clients (FixMyStreet's Open311 module,
 mobile apps) break on less: ids are strings, `metadata` is a boolean, `lat`/`long` are numbers,
 datetimes are W3C in UTC, errors are `[{"code", "description"}]`. The citizen's phone and name
-are never exposed here.
+are never exposed here. A merged duplicate is `open` or `closed` with its original, and its
+`status_notes` name the original.
 """
 
 from __future__ import annotations
@@ -16,17 +17,19 @@ from xml.etree import ElementTree as ET
 
 import phonenumbers
 from aiohttp import web
-from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.domain import reports
+from gateway.domain.lifecycle import OPEN
 from gateway.keys import SERVICES
 from gateway.services import Services
 from store import repo
-from store.models import Report, ReportHistory, utcnow
+from store.models import Report, ReportStatus, utcnow
+from store.repos import reports as reports_repo
 
 PREFIX = "/open311/v2"
-OPEN_STATUSES = {"submitted", "confirmed", "forwarded", "in_progress"}
-CLOSED_STATUSES = {"resolved", "rejected"}
+OPEN_STATUSES: frozenset[str] = OPEN
+CLOSED_STATUSES: frozenset[str] = frozenset({ReportStatus.RESOLVED, ReportStatus.REJECTED})
 MAX_RESULTS = 1000
 
 
@@ -111,16 +114,22 @@ def _services_rows(services: Services) -> list[dict[str, Any]]:
     ]
 
 
-def request_row(services: Services, report: Report, notes: str | None) -> dict[str, Any]:
-    """One report as a GeoReport v2 service request (no personal data)."""
+def request_row(services: Services, report: Report, notes: str | None,
+                original: Report | None = None) -> dict[str, Any]:
+    """One report as a GeoReport v2 service request (no personal data); a merged one shows
+    its original's open/closed state and names it."""
     base = services.settings.public_base_url.rstrip("/")
     media = next((a for a in report.attachments if a.get("kind") == "image" and a.get("path")),
                  None)
     clf = services.classifier
     name = clf.sectors[report.sector].name if clf and report.sector in clf.sectors else None
+    shown = report.status
+    if report.status == ReportStatus.MERGED and original is not None:
+        shown = original.status
+        notes = services.texts.get("status.merged_note", original=original.code)
     return {
         "service_request_id": report.code,
-        "status": "closed" if report.status in CLOSED_STATUSES else "open",
+        "status": "open" if shown in OPEN_STATUSES else "closed",
         "status_notes": notes,
         "service_name": name,
         "service_code": report.sector,
@@ -139,15 +148,17 @@ def request_row(services: Services, report: Report, notes: str | None) -> dict[s
     }
 
 
-async def _notes(session: Any, ids: list[int]) -> dict[int, str]:
-    if not ids:
-        return {}
-    rows = (await session.exec(
-        select(ReportHistory).where(col(ReportHistory.report_id).in_(ids),
-                                    col(ReportHistory.note).is_not(None))
-        .order_by(col(ReportHistory.id))
-    )).all()
-    return {r.report_id: r.note for r in rows if r.note and not r.note.startswith("rating=")}
+async def _rows(services: Services, session: AsyncSession, found: list[Report]
+                ) -> list[dict[str, Any]]:
+    """The service requests of `found`, with their latest notes and merged originals."""
+    ids = [r.id for r in found if r.id is not None]
+    notes = {h.report_id: h.note for h in await reports_repo.notes_of(session, ids)
+             if h.note and not h.note.startswith("rating=")}
+    originals = await reports_repo.by_ids(
+        session, {r.duplicate_of for r in found if r.duplicate_of is not None})
+    return [request_row(services, r, notes.get(r.id or 0),
+                        originals.get(r.duplicate_of) if r.duplicate_of else None)
+            for r in found]
 
 
 async def list_services(request: web.Request) -> web.Response:
@@ -179,10 +190,12 @@ async def list_requests(request: web.Request) -> web.Response:
     params = dict(request.query)
     if not _jurisdiction_ok(services, params):
         return error(fmt, 404, "jurisdiction_id not found")
-    stmt = select(Report).where(col(Report.code).is_not(None), Report.status != "draft")
+    codes: list[str] = []
+    start = end = None
+    sectors: list[str] = []
+    wanted: set[str] = set()
     if params.get("service_request_id"):
         codes = [c.strip().upper() for c in params["service_request_id"].split(",") if c.strip()]
-        stmt = stmt.where(col(Report.code).in_(codes))
     else:
         try:
             end = parse_w3c(params["end_date"]) if params.get("end_date") else utcnow()
@@ -190,23 +203,18 @@ async def list_requests(request: web.Request) -> web.Response:
                      else end - timedelta(days=90))
         except ValueError:
             return error(fmt, 400, "start_date and end_date must be W3C datetimes")
-        stmt = stmt.where(col(Report.submitted_at) >= start, col(Report.submitted_at) <= end)
         if params.get("service_code"):
-            stmt = stmt.where(col(Report.sector).in_(params["service_code"].split(",")))
-        status = params.get("status", "")
-        wanted: set[str] = set()
-        for part in filter(None, status.split(",")):
+            sectors = params["service_code"].split(",")
+        for part in filter(None, params.get("status", "").split(",")):
             if part not in ("open", "closed"):
                 return error(fmt, 400, "status must be open or closed")
             wanted |= OPEN_STATUSES if part == "open" else CLOSED_STATUSES
-        if wanted:
-            stmt = stmt.where(col(Report.status).in_(wanted))
-    stmt = stmt.order_by(col(Report.submitted_at).desc()).limit(MAX_RESULTS)
     async with services.sessions() as session:
-        rows = (await session.exec(stmt)).all()
-        notes = await _notes(session, [r.id for r in rows if r.id])
-    return respond(fmt, "service_requests", "request",
-                   [request_row(services, r, notes.get(r.id or 0)) for r in rows])
+        found = await reports_repo.service_requests(
+            session, codes=codes, start=start, end=end, sectors=sectors,
+            effective_statuses=wanted, limit=MAX_RESULTS)
+        rows = await _rows(services, session, found)
+    return respond(fmt, "service_requests", "request", rows)
 
 
 async def get_request(request: web.Request) -> web.Response:
@@ -216,12 +224,11 @@ async def get_request(request: web.Request) -> web.Response:
     if not _jurisdiction_ok(services, dict(request.query)):
         return error(fmt, 404, "jurisdiction_id not found")
     async with services.sessions() as session:
-        report = await reports.find_by_code(session, request.match_info["id"])
-        if report is None or report.status == "draft":
+        report = await reports_repo.find_by_code(session, request.match_info["id"])
+        if report is None or report.status == ReportStatus.DRAFT:
             return error(fmt, 404, "service_request_id not found")
-        notes = await _notes(session, [report.id or 0])
-    return respond(fmt, "service_requests", "request",
-                   [request_row(services, report, notes.get(report.id or 0))])
+        rows = await _rows(services, session, [report])
+    return respond(fmt, "service_requests", "request", rows)
 
 
 async def create_request(request: web.Request) -> web.Response:
@@ -260,7 +267,7 @@ async def create_request(request: web.Request) -> web.Response:
         session.add(report)
         await session.flush()
         await reports.submit(session, services, report)
-        if code and report.sector != code:
+        if code and report.sector != code and services.classifier is not None:
             # The requester chose the service: it wins over the classifier's guess.
             report.runner_up, report.sector = report.sector, code
             report.agency = services.classifier.route(code, description).agency

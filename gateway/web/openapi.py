@@ -18,13 +18,14 @@ REPORT_SUMMARY: dict[str, Any] = {
     "properties": {
         "code": {"type": "string", "examples": ["PA-2611-000123"]},
         "status": {"type": "string", "enum": ["submitted", "confirmed", "forwarded",
-                                              "in_progress", "resolved", "rejected", "draft"]},
+                                              "in_progress", "resolved", "rejected", "merged",
+                                              "draft"]},
         "channel": _str, "sector": _nstr, "score": {"type": ["number", "null"]},
         "needs_review": {"type": "boolean"}, "urgent": {"type": "boolean"}, "agency": _nstr,
         "text": _str, "transcript": _nstr, "address": _nstr,
         "location": {"type": ["object", "null"], "properties": {
             "lat": {"type": "number"}, "lon": {"type": "number"}}},
-        "submitted_at": _ts, "updated_at": _ts, "duplicate_of": {"type": ["integer", "null"]},
+        "submitted_at": _ts, "updated_at": _ts, "duplicate_of": {"type": ["string", "null"]},
     },
     "required": ["code", "status", "channel"],
 }

@@ -11,17 +11,18 @@ from collections.abc import AsyncIterator
 
 from aiohttp import web
 
-from gateway.keys import CHANNELS, INGESTOR
+from gateway.keys import INGESTOR, SERVICES
 
 
 def enable_telegram_polling(app: web.Application) -> None:
     """Start long polling with the app (after the channels exist), stop it on shutdown."""
 
     async def _ctx(app: web.Application) -> AsyncIterator[None]:
-        from channels.telegram import run_polling
+        from channels.telegram import TelegramChannel
+        from channels.telegram_polling import run_polling
 
-        channel = app[CHANNELS].get("telegram")
-        if channel is None:
+        channel = app[SERVICES].channels.get("telegram")
+        if not isinstance(channel, TelegramChannel):
             raise RuntimeError("Telegram polling needs PAHT_TELEGRAM_TOKEN")
         stop = asyncio.Event()
         task = asyncio.create_task(run_polling(channel, app[INGESTOR].accept, stop))

@@ -25,6 +25,8 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from gateway.settings import Settings
+
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
 MAX_JSON_DEPTH = 64  # real provider bodies nest < 10 levels
@@ -151,14 +153,11 @@ class RateLimits:
         self.trusted_proxies = parse_networks(trusted_proxies)
 
     @classmethod
-    def from_settings(cls, settings: object) -> RateLimits:
-        """Read rate_limit_* settings (the allow-list and proxies are optional)."""
-        return cls(
-            int(getattr(settings, "rate_limit_per_ip", 0) or 0),
-            int(getattr(settings, "rate_limit_per_sender", 0) or 0),
-            ip_allowlist=str(getattr(settings, "rate_limit_ip_allowlist", "") or ""),
-            trusted_proxies=str(getattr(settings, "rate_limit_trusted_proxies", "") or ""),
-        )
+    def from_settings(cls, settings: Settings) -> RateLimits:
+        """Read the rate_limit_* settings (the allow-list and proxies may be empty)."""
+        return cls(settings.rate_limit_per_ip, settings.rate_limit_per_sender,
+                   ip_allowlist=settings.rate_limit_ip_allowlist,
+                   trusted_proxies=settings.rate_limit_trusted_proxies)
 
     def check_ip(self, ip: str) -> tuple[str, int]:
         """('ok' | 'allowlisted' | 'limited', retry_after seconds) for one request from `ip`."""

@@ -10,11 +10,10 @@ from pathlib import Path
 
 import jinja2
 from aiohttp import web
-from sqlmodel import col, select
 
 from channels.web import session_token
 from gateway.keys import SERVICES, SETTINGS
-from store.models import Outbox
+from store.repos import console as console_repo
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("gateway", "templates"),
@@ -76,12 +75,8 @@ async def messages(request: web.Request) -> web.Response:
         raise web.HTTPBadRequest(text="after must be an integer") from exc
     services = request.app[SERVICES]
     async with services.sessions() as session:
-        rows = (await session.exec(
-            select(Outbox)
-            .where(Outbox.recipient == f"web:{sid}", col(Outbox.id) > after,
-                   col(Outbox.kind).in_(["reply", "notify"]))
-            .order_by(col(Outbox.id)).limit(50)
-        )).all()
+        rows = await console_repo.replies_to(session, f"web:{sid}", after,
+                                             ("reply", "notify"), limit=50)
     return web.json_response({"messages": [
         {"id": r.id, "text": r.payload.get("text", ""),
          "buttons": [{"title": b["title"], "payload": b["payload"], "kind": b["kind"]}

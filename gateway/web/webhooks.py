@@ -15,33 +15,33 @@ import logging
 from aiohttp import web
 
 from channels.base import MalformedError, RawRequest, SignatureError
+from channels.download import BodyTooLarge, read_limited
 from channels.registry import WEBHOOK_PATHS
-from gateway.keys import CHANNELS, DISABLED, ENGINE, INGESTOR, METRICS, SESSIONS, SETTINGS, SPEECH
+from gateway.keys import ENGINE, INGESTOR, SERVICES, SETTINGS
 from gateway.web.ratelimit import RateLimits, client_ip, json_too_deep
+from gateway.workers.speech import Speech
 from store import repo
 from store.db import ping
 
 log = logging.getLogger("paht.routes")
 LIMITS = web.AppKey("rate_limits", RateLimits)
+# The app's channels, built once at start-up (gateway/app.py); the routes ask it, not names.
 
 
 async def read_raw(request: web.Request, limit: int) -> RawRequest:
     """Read the body once (bounded) and freeze the request for the channel."""
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in request.content.iter_chunked(65536):
-        size += len(chunk)
-        if size > limit:
-            raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=size)
-        chunks.append(chunk)
+    try:
+        body = await read_limited(request.content, limit)
+    except BodyTooLarge as exc:
+        raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=exc.size) from None
     return RawRequest(
         method=request.method,
         url=str(request.url),
         headers=dict(request.headers),
         query=dict(request.query),
-        body=b"".join(chunks),
+        body=body,
     )
 
 
@@ -56,8 +56,8 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     """The generic webhook: every channel's POST goes through here."""
     app = request.app
     name = _channel_for(request)
-    metrics = app[METRICS]
-    channel = app[CHANNELS].get(name)
+    metrics = app[SERVICES].metrics
+    channel = app[SERVICES].channels.get(name)
     if channel is None:
         metrics.inc("paht_messages_rejected_total", channel=name, reason="disabled")
         raise web.HTTPNotFound(text=f"channel {name} is not configured")
@@ -125,14 +125,13 @@ def _too_many(retry_after: int) -> web.Response:
 
 
 async def webhook_get(request: web.Request) -> web.StreamResponse:
-    """GET on a webhook path: provider verification handshakes (Facebook's hub.challenge)."""
+    """GET on a webhook path: the channel's verification handshake (Facebook's hub.challenge)."""
     name = _channel_for(request)
-    channel = request.app[CHANNELS].get(name)
-    handler = getattr(channel, "handle_get", None)
-    if channel is None or handler is None:
+    handshake = request.app[SERVICES].channels.handshakes.get(name)
+    if handshake is None:
         raise web.HTTPNotFound()
     raw = RawRequest("GET", str(request.url), dict(request.headers), dict(request.query), b"")
-    ack = handler(raw)
+    ack = handshake.handle_get(raw)
     return web.Response(status=ack.status, body=ack.body, content_type=ack.content_type)
 
 
@@ -147,15 +146,16 @@ async def readyz(request: web.Request) -> web.StreamResponse:
     db_ok = await ping(app[ENGINE])
     ingestor = app.get(INGESTOR)
     writes_ok = ingestor is None or not ingestor.write_failing()
-    speech = app.get(SPEECH)
+    speech = app[SERVICES].speech
+    channels = app[SERVICES].channels
     body = {
         "status": "ok" if db_ok and writes_ok else "unavailable",
         "database": ("ok" if writes_ok else "writes failing") if db_ok else "unreachable",
         "channels": {
-            **{name: "enabled" for name in sorted(app[CHANNELS])},
-            **{name: f"disabled: {why}" for name, why in sorted(app[DISABLED].items())},
+            **{name: "enabled" for name in sorted(channels)},
+            **{name: f"disabled: {why}" for name, why in sorted(channels.disabled.items())},
         },
-        "speech": speech.describe() if speech is not None else "not configured",
+        "speech": speech.describe() if isinstance(speech, Speech) else "not configured",
     }
     return web.json_response(body, status=200 if db_ok and writes_ok else 503)
 
@@ -163,9 +163,9 @@ async def readyz(request: web.Request) -> web.StreamResponse:
 async def metrics(request: web.Request) -> web.StreamResponse:
     """Prometheus metrics."""
     app = request.app
-    m = app[METRICS]
+    m = app[SERVICES].metrics
     try:
-        async with app[SESSIONS]() as session:
+        async with app[SERVICES].sessions() as session:
             m.set("paht_queue_depth", await repo.queue_depth(session))
     except Exception:
         log.warning("metrics: database unreachable")
@@ -186,7 +186,8 @@ def setup_routes(app: web.Application) -> None:
     app[LIMITS] = RateLimits.from_settings(app[SETTINGS])
     for path in WEBHOOK_PATHS:
         app.router.add_post(path, webhook)
-    app.router.add_get("/webhooks/facebook", webhook_get)
+        # Answered only by channels with a GetHandshake (Facebook's hub.challenge), else 404.
+        app.router.add_get(path, webhook_get)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     app.router.add_get("/metrics", metrics)

@@ -1,10 +1,11 @@
 """The Forwarder: delivers `forward` outbox rows to the central system (store/forward.py).
 
-`gateway.domain.reports.confirm` writes a row `forward:<code>` in the confirming transaction (the
-transactional outbox); a rating writes `rating:<code>`. The scheduler job `deliver_forwards`
-claims due rows (`FOR UPDATE SKIP LOCKED` + a lease on PostgreSQL, so several processes never
-take the same row), builds the payload — the citizen as a pseudonym unless they consented to
-share their identity — and hands it to the sink outside any transaction. Failures retry with
+`gateway.domain.lifecycle.Lifecycle.confirm` writes a row `forward:<code>` in the confirming
+transaction (the transactional outbox); a rating writes `rating:<code>`. The scheduler job
+`deliver_forwards` claims due rows (`FOR UPDATE SKIP LOCKED` + a lease on PostgreSQL, so
+several processes never take the same row), builds the payload — the citizen as a pseudonym
+unless they consented to share their identity — and hands it to the sink outside any
+transaction. Failures retry with
 exponential back-off and full jitter; after `forward_max_attempts` the row is parked as
 `dead` (see `store.forward.dead_letters`). A crash between delivery and commit re-delivers
 after the lease: the central side deduplicates on the idempotency key (the tracking code).
@@ -16,17 +17,17 @@ import logging
 from datetime import timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.domain import notify
+from gateway.domain.lifecycle import queue_rating
 from gateway.ops.privacy import pseudonym
 from gateway.services import Services
 from gateway.workers.outbox import backoff
 from store import repo
-from store.forward import Delivered, DeliveryError, Sink, build_sink
+from store.forward import Delivered, DeliveryError, Sink
 from store.models import Citizen, Outbox, Report, utcnow
+from store.repos import reports as reports_repo
+from store.sinks import build_sink
 
 log = logging.getLogger("paht.forwarding")
 
@@ -74,26 +75,10 @@ def rating_payload(report: Report) -> dict[str, Any]:
             "central_ref": report.central_ref}
 
 
-async def queue_rating(session: AsyncSession, report: Report) -> bool:
-    """Queue the second delivery of a rated report (`rating:<code>`); the caller commits."""
-    if report.rating is None or report.code is None:
-        return False
-    key = f"rating:{report.code}"
-    if (await session.exec(select(Outbox).where(Outbox.dedup_key == key))).first() is not None:
-        return False
-    session.add(Outbox(kind="forward", report_id=report.id,
-                       payload={"code": report.code, "type": "rating"}, dedup_key=key))
-    return True
-
-
 async def queue_new_ratings(services: Services, limit: int = 100) -> int:
     """Queue ratings stored by the dialog that have no delivery row yet (a sweep job)."""
-    rt, ot = Report.__table__, Outbox.__table__
-    has_row = sa.exists().where(ot.c.dedup_key == sa.literal("rating:") + rt.c.code)
-    stmt = select(Report).where(rt.c.rating.is_not(None), rt.c.code.is_not(None),
-                                ~has_row).limit(limit)
     async with services.sessions() as session:
-        found = list((await session.exec(stmt)).all())
+        found = await reports_repo.rated_without_delivery(session, limit)
         queued = sum([await queue_rating(session, r) for r in found])
         await session.commit()
     return queued
@@ -106,6 +91,7 @@ class Forwarder:
         self.s = services
         self.sink = sink or make_sink(services)
         self.batch = batch
+        self.lifecycle = services.lifecycle
         # The lease outlives one delivery attempt, so no other process takes a row in flight.
         self.lease = timedelta(seconds=max(60.0, 3 * services.settings.forward_timeout_seconds))
 
@@ -164,7 +150,7 @@ class Forwarder:
             if payload["type"] == "report":
                 report = await session.get(Report, row.report_id)
                 if report is not None:
-                    await notify.mark_forwarded(session, self.s, report, result.central_ref)
+                    await self.lifecycle.mark_forwarded(session, report, result.central_ref)
             await session.commit()
         self.s.metrics.inc("paht_forward_sent_total", sink=self.sink.name)
         log.info("forwarded", extra={"code": payload["code"], "type": payload["type"],

@@ -54,14 +54,8 @@ async def close_expired_drafts(services: Services) -> int:
 
 
 async def refresh_channel_tokens(services: Services) -> None:
-    """Rotate provider tokens that are about to expire (Zalo)."""
-    for channel in services.channels.values():
-        refresh = getattr(channel, "refresh_if_expiring", None)
-        if refresh is not None:
-            try:
-                await refresh()
-            except Exception:
-                log.exception("token refresh failed", extra={"channel": channel.name})
+    """Rotate provider tokens that expire soon (Zalo OA); failures are logged, not raised."""
+    await services.channels.refresh_tokens()
 
 
 def make_forwarder(services: Services) -> Forwarder | None:

@@ -27,7 +27,6 @@ from store.models import Citizen, Identity, Outbox, utcnow
 
 log = logging.getLogger("paht.outbox")
 MESSAGE_KINDS = ("reply", "notify")
-WINDOW_CHANNELS = {"facebook", "zalo"}  # providers that refuse replies after a window
 SEND_TIMEOUT = 45.0  # seconds for one delivery, split messages included
 
 
@@ -74,7 +73,7 @@ class OutboxSender:
                 return
             # The reply window counts from the citizen's latest message, which may be newer
             # than when this row was queued (a held message released by a new message).
-            if msg.channel in WINDOW_CHANNELS:
+            if self.s.channels.traits(msg.channel).reply_window is not None:
                 msg = replace(msg, last_inbound_at=await last_inbound_at(session,
                                                                          msg.recipient))
             if channel is None:
@@ -152,3 +151,4 @@ async def release_held(services: Services, session: AsyncSession, urn: str) -> i
     if rows:
         services.outbox_wake.set()
     return len(rows)
+

@@ -21,12 +21,12 @@ from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
 
-import sqlalchemy as sa
-from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.domain.texts import config_dir
 from gateway.services import Services
-from store.models import OperatorAction, Report, ReportHistory, utcnow
+from store.models import OperatorAction, Report, utcnow
+from store.repos import stats as stats_repo
 
 log = logging.getLogger("paht.reminders")
 
@@ -118,13 +118,7 @@ class Deadlines:
         return self.calendar.add_working(since, hours)
 
 
-async def _reminded(session: Any, report_id: int | None, audience: str) -> bool:
-    rows = await session.exec(select(OperatorAction).where(
-        OperatorAction.report_id == report_id, OperatorAction.action == "reminder"))
-    return any(r.after.get("audience") == audience for r in rows.all())
-
-
-async def _remind(session: Any, report: Report, audience: str, note: str,
+async def _remind(session: AsyncSession, report: Report, audience: str, note: str,
                   **after: Any) -> None:
     session.add(OperatorAction(report_id=report.id, operator_id=None, action="reminder",
                                before={"status": report.status},
@@ -132,18 +126,21 @@ async def _remind(session: Any, report: Report, audience: str, note: str,
     log.warning("reminder", extra={"code": report.code, "audience": audience, "why": note})
 
 
+def _ids(reports: list[Report]) -> list[int]:
+    return [r.id for r in reports if r.id is not None]
+
+
 async def remind_operators(services: Services, now: datetime | None = None) -> int:
     """Remind operators of submitted reports still unconfirmed after the console SLA."""
     now = now or utcnow()
     sla = services.settings.console_sla_minutes
-    limit = now - timedelta(minutes=sla)
-    stmt = (select(Report).where(Report.status == "submitted",
-                                 col(Report.submitted_at) <= limit)
-            .order_by(col(Report.submitted_at)).limit(200))
     count = 0
     async with services.sessions() as session:
-        for report in (await session.exec(stmt)).all():
-            if await _reminded(session, report.id, "operators"):
+        waiting = await stats_repo.unconfirmed_before(session, now - timedelta(minutes=sla),
+                                                      limit=200)
+        done = await stats_repo.reminded(session, _ids(waiting), "operators")
+        for report in waiting:
+            if report.id in done:
                 continue
             waited = int((now - (report.submitted_at or now)).total_seconds() // 60)
             await _remind(session, report, "operators",
@@ -153,13 +150,12 @@ async def remind_operators(services: Services, now: datetime | None = None) -> i
     return count
 
 
-async def forwarded_at(session: Any, report: Report) -> datetime | None:
-    """When the report reached the central system (its 'forwarded' history row)."""
-    stmt = (select(ReportHistory).where(ReportHistory.report_id == report.id,
-                                        ReportHistory.status == "forwarded")
-            .order_by(col(ReportHistory.at)).limit(1))
-    row = (await session.exec(stmt)).first()
-    return row.at if row else report.confirmed_at
+async def forwarded_times(session: AsyncSession, reports: list[Report]
+                          ) -> dict[int, datetime | None]:
+    """When each report reached the central system (its first 'forwarded' history row,
+    else its confirmation), by report id."""
+    first = await stats_repo.first_forwarded(session, _ids(reports))
+    return {r.id: first.get(r.id, r.confirmed_at) for r in reports if r.id is not None}
 
 
 async def remind_supervisors(services: Services, deadlines: Deadlines | None = None,
@@ -167,16 +163,14 @@ async def remind_supervisors(services: Services, deadlines: Deadlines | None = N
     """Remind supervisors of reports past their agency deadline (working time)."""
     now = now or utcnow()
     deadlines = deadlines or Deadlines.load(services.settings.config_dir)
-    stmt = (select(Report).where(sa.or_(Report.status == "forwarded",
-                                        Report.status == "in_progress"))
-            .order_by(col(Report.confirmed_at)).limit(500))
     count = 0
     async with services.sessions() as session:
-        for report in (await session.exec(stmt)).all():
-            since = await forwarded_at(session, report)
-            if since is None or deadlines.due(report, since) > now:
-                continue
-            if await _reminded(session, report.id, "supervisors"):
+        open_reports = await stats_repo.at_agency(session, limit=500)
+        since_of = await forwarded_times(session, open_reports)
+        done = await stats_repo.reminded(session, _ids(open_reports), "supervisors")
+        for report in open_reports:
+            since = since_of.get(report.id or 0)
+            if since is None or deadlines.due(report, since) > now or report.id in done:
                 continue
             due = deadlines.due(report, since)
             await _remind(session, report, "supervisors",

@@ -19,15 +19,20 @@ from datetime import date, datetime, time, timedelta
 from pathlib import Path
 from zoneinfo import ZoneInfo
 
-from sqlmodel import col, select
-
+from channels.registry import CHANNEL_NAMES, traits_of
 from gateway.services import Services
-from gateway.workers.reminders import Deadlines, forwarded_at
-from store.models import Report
+from gateway.workers.reminders import Deadlines, forwarded_times
+from store.repos import stats as stats_repo
 
-CHANNEL_NAMES = {"zalo": "Zalo OA", "facebook": "Facebook", "telegram": "Telegram",
-                 "sms": "SMS", "voice": "Đường dây nóng", "web": "Web", "open311": "Open311",
-                 "api": "API"}
+# Reports that came in through an integration rather than a citizen channel.
+SOURCE_NAMES = {"open311": "Open311", "api": "API"}
+
+
+def source_name(channel: str) -> str:
+    """The name of the channel (or integration) a report came through, for the summary."""
+    if channel in CHANNEL_NAMES:
+        return traits_of(channel).title
+    return SOURCE_NAMES.get(channel, channel)
 
 
 @dataclass
@@ -73,19 +78,16 @@ async def weekly_stats(services: Services, week_start: date) -> WeeklyStats:
     deadlines = Deadlines.load(services.settings.config_dir)
     stats = WeeklyStats(week_start, 0, Counter(), Counter(), Counter(), 0, 0, 0, 0, 0)
     async with services.sessions() as session:
-        received = await session.exec(select(Report).where(
-            col(Report.submitted_at) >= start, col(Report.submitted_at) < end,
-            Report.status != "draft"))
-        for r in received.all():
-            stats.total += 1
-            stats.by_channel[r.channel] += 1
-            stats.by_sector[r.sector or "chua_phan_loai"] += 1
-            stats.by_agency[r.agency or "chưa giao"] += 1
-        closed = await session.exec(select(Report).where(
-            col(Report.resolved_at) >= start, col(Report.resolved_at) < end))
-        for r in closed.all():
+        for group in await stats_repo.received_counts(session, start, end):
+            stats.total += group.reports
+            stats.by_channel[group.channel] += group.reports
+            stats.by_sector[group.sector or "chua_phan_loai"] += group.reports
+            stats.by_agency[group.agency or "chưa giao"] += group.reports
+        closed = await stats_repo.resolved_between(session, start, end)
+        since_of = await forwarded_times(session, closed)
+        for r in closed:
             stats.closed += 1
-            since = await forwarded_at(session, r)
+            since = since_of.get(r.id or 0)
             if since is not None and r.resolved_at is not None and (
                     r.resolved_at <= deadlines.due(r, since)):
                 stats.on_time += 1
@@ -104,12 +106,12 @@ def _rows(services: Services, stats: WeeklyStats) -> list[tuple[str, str, str]]:
     clf = services.classifier
     sectors = getattr(clf, "sectors", {}) or {}
     rows: list[tuple[str, str, str]] = [("Tổng", "Phản ánh tiếp nhận", str(stats.total))]
-    for name, counter, label in (("Kênh", stats.by_channel, CHANNEL_NAMES),
-                                 ("Lĩnh vực", stats.by_sector, None),
-                                 ("Cơ quan", stats.by_agency, None)):
+    for name, counter, is_channel in (("Kênh", stats.by_channel, True),
+                                      ("Lĩnh vực", stats.by_sector, False),
+                                      ("Cơ quan", stats.by_agency, False)):
         for key, count in sorted(counter.items(), key=lambda kv: (-kv[1], kv[0])):
-            shown = label.get(key, key) if label else key
-            if label is None and key in sectors:
+            shown = source_name(key) if is_channel else key
+            if not is_channel and key in sectors:
                 shown = getattr(sectors[key], "name", key)
             rows.append((name, shown, str(count)))
     rows += [

@@ -217,4 +217,8 @@ def check_messages(messages: list[InboundMessage], expected: list[dict[str, Any]
         assert got.received_at.tzinfo is not None
         for key, value in want.get("raw", {}).items():
             assert got.raw[key] == value
+        for key, value in want.get("meta", {}).items():
+            assert getattr(got.meta, key) == value, key
+        if "silent" not in want.get("meta", {}):
+            assert not got.meta.silent
         json.dumps(dict(got.raw))  # the audit copy is JSON-ready

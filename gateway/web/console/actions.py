@@ -1,8 +1,6 @@
-"""What an operator does to a report. Every action is one transaction with its audit row.
-
-Merging records the new citizen as a subscriber of the original report in the original's
-``flags`` as ``"subscriber:<citizen_id>"`` (deduplicated); whoever notifies citizens of the
-original's progress sends the same update to each subscriber's channel.
+"""What an operator does to a report. Every action is one transaction with its audit row;
+status changes (confirm, reject, merge) go through `gateway.domain.lifecycle`, which writes
+the history, the audit row and the outbox rows with them.
 """
 
 from __future__ import annotations
@@ -14,20 +12,18 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.domain import reports
+from gateway.domain.lifecycle import OPEN, Actor, allowed
 from gateway.keys import SERVICES
-from gateway.services import Services
 from gateway.web.console.auth import operator_of
 from gateway.web.console.report import agency_of, load_report
-from store.models import Operator, OperatorAction, Report, utcnow
+from store.models import Operator, OperatorAction, Report, ReportStatus, utcnow
 
 MAX_TEXT = 2000
 REJECT_KINDS = {"spam": "Tin rác / quấy rối", "out_of_scope": "Không thuộc phạm vi tiếp nhận"}
-OPEN = ("submitted", "confirmed", "forwarded", "in_progress")
 
 
-def subscriber_flag(citizen_id: int) -> str:
-    """How a merged report's citizen is subscribed to the original's updates."""
-    return f"subscriber:{citizen_id}"
+def _actor(op: Operator) -> Actor:
+    return Actor.operator(op.id or 0)
 
 
 def _done(report: Report, key: str) -> web.HTTPSeeOther:
@@ -61,22 +57,15 @@ def _touch(db: AsyncSession, report: Report) -> None:
     db.add(report)
 
 
-async def _confirm(db: AsyncSession, services: Services, report: Report, op: Operator) -> None:
-    _audit(db, report, op, "confirm", {"status": report.status},
-           {"status": "confirmed", "sector": report.sector, "agency": report.agency})
-    report.needs_review = False
-    await reports.confirm(db, services, report, source="operator")
-
-
 async def confirm(request: web.Request) -> web.StreamResponse:
     """Confirm the classifier's sector; the forwarding is queued in the same transaction."""
     services = request.app[SERVICES]
     op = operator_of(request)
     async with services.sessions() as db:
         report = await load_report(db, request.match_info["id"])
-        if report.status != "submitted":
+        if report.status != ReportStatus.SUBMITTED:
             raise _done(report, "stale")
-        await _confirm(db, services, report, op)
+        await services.lifecycle.confirm(db, report, _actor(op))
         await _commit(db, report)
     raise _done(report, "confirmed")
 
@@ -92,7 +81,7 @@ async def change_sector(request: web.Request) -> web.StreamResponse:
         report = await load_report(db, request.match_info["id"])
         if clf is None or sector not in clf.sectors:
             raise _done(report, "invalid")
-        if report.status not in ("submitted", "confirmed"):
+        if report.status not in (ReportStatus.SUBMITTED, ReportStatus.CONFIRMED):
             raise _done(report, "stale")
         before = {"sector": report.sector, "agency": report.agency, "score": report.score,
                   "runner_up": report.runner_up}
@@ -102,8 +91,8 @@ async def change_sector(request: web.Request) -> web.StreamResponse:
                {"sector": sector, "agency": report.agency}, form.get("note") or None)
         _touch(db, report)
         key = "sector_only"
-        if report.status == "submitted" and form.get("then") != "stay":
-            await _confirm(db, services, report, op)
+        if report.status == ReportStatus.SUBMITTED and form.get("then") != "stay":
+            await services.lifecycle.confirm(db, report, _actor(op))
             key = "sector"
         await _commit(db, report)
     raise _done(report, key)
@@ -166,30 +155,16 @@ async def reject(request: web.Request) -> web.StreamResponse:
         report = await load_report(db, request.match_info["id"])
         if kind not in REJECT_KINDS or not reason:
             raise _done(report, "invalid")
-        if report.status != "submitted":
+        if report.status != ReportStatus.SUBMITTED:  # after that the centre decides
             raise _done(report, "stale")
-        _audit(db, report, op, "reject", {"status": report.status},
-               {"status": "rejected", "kind": kind}, reason)
-        report.status = "rejected"
-        report.flags = sorted({*report.flags, kind})
-        _touch(db, report)
-        reports.add_history(db, report, "rejected", note=reason, source="operator")
-        await reports.queue_message(
-            db, services, channel=report.channel, recipient=report.sender,
-            text=services.texts.get("notify.rejected", code=report.code, note=reason),
-            report_id=report.id, kind="notify", dedup_key=f"rejected:{report.id}",
-        )
+        await services.lifecycle.reject(db, report, _actor(op), reason, kind)
         await _commit(db, report)
     raise _done(report, "rejected")
 
 
-def _merged_text(services: Services, report: Report, original: Report) -> str:
-    """The citizen's notice that their report joined an earlier one."""
-    return services.texts.get("notify.merged", code=report.code, original=original.code)
-
-
 async def merge(request: web.Request) -> web.StreamResponse:
-    """Mark the report a duplicate of an earlier open one and subscribe its citizen to it."""
+    """Mark the report a duplicate of an earlier open one (also after forwarding); its citizen
+    then follows the original."""
     services = request.app[SERVICES]
     op = operator_of(request)
     form = await _form(request)
@@ -201,25 +176,10 @@ async def merge(request: web.Request) -> web.StreamResponse:
             original = None
         if original is None or original.id == report.id or original.status not in OPEN:
             raise _done(report, "invalid")
-        if original.duplicate_of is not None or report.status != "submitted":
+        if original.duplicate_of is not None or not allowed(report.status,
+                                                            ReportStatus.MERGED):
             raise _done(report, "stale")
-        _audit(db, report, op, "merge", {"status": report.status, "duplicate_of": None},
-               {"status": "rejected", "duplicate_of": original.id, "original": original.code,
-                "subscriber": report.citizen_id}, form.get("note") or None)
-        report.duplicate_of = original.id
-        report.status = "rejected"
-        report.flags = sorted({*report.flags, "duplicate"})
-        _touch(db, report)
-        flag = subscriber_flag(report.citizen_id)
-        if flag not in original.flags and original.citizen_id != report.citizen_id:
-            original.flags = [*original.flags, flag]
-            _touch(db, original)
-        reports.add_history(db, report, "rejected", source="operator",
-                            note=f"Trùng với phản ánh {original.code}")
-        await reports.queue_message(
-            db, services, channel=report.channel, recipient=report.sender,
-            text=_merged_text(services, report, original), report_id=report.id,
-            kind="notify", dedup_key=f"merged:{report.id}",
-        )
+        await services.lifecycle.merge(db, report, original, _actor(op),
+                                                   note=form.get("note") or None)
         await _commit(db, report)
     raise _done(report, "merged")

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from aiohttp import web
-from sqlmodel import col, func, select
 
 from gateway.keys import SERVICES
 from gateway.web.console.auth import now, operator_of
 from gateway.web.console.render import ACTION_LABELS, render
-from store.models import Operator, OperatorAction, Report
+from store.models import Operator, OperatorAction
+from store.repos import operators as operators_repo
 
 PAGE_SIZE = 100
 
@@ -17,7 +17,7 @@ async def operators(request: web.Request) -> web.StreamResponse:
     """Every console account with its role, state and lock."""
     services = request.app[SERVICES]
     async with services.sessions() as db:
-        ops = (await db.exec(select(Operator).order_by(col(Operator.username)))).all()
+        ops = await operators_repo.all_operators(db)
     return render(request, "admin_operators.html", operators=ops, now=now(),
                   done=request.query.get("done", ""))
 
@@ -68,27 +68,15 @@ async def audit(request: web.Request) -> web.StreamResponse:
         page = max(1, int(q.get("page", "1")))
     except ValueError:
         page = 1
-    conds = []
     action = q.get("action", "")
-    if action in ACTION_LABELS:
-        conds.append(OperatorAction.action == action)
-    else:
+    if action not in ACTION_LABELS:
         action = ""
     username = q.get("operator", "")[:64]
     async with services.sessions() as db:
-        if username:
-            conds.append(Operator.username == username)
-        base = (select(OperatorAction, Operator.username, Report.code)
-                .join(Operator, col(Operator.id) == col(OperatorAction.operator_id),
-                      isouter=True)
-                .join(Report, col(Report.id) == col(OperatorAction.report_id), isouter=True)
-                .where(*conds))
-        total = (await db.exec(select(func.count()).select_from(base.subquery()))).one()
-        rows = (await db.exec(
-            base.order_by(col(OperatorAction.at).desc(), col(OperatorAction.id).desc())
-            .offset((page - 1) * PAGE_SIZE).limit(PAGE_SIZE)
-        )).all()
-        names = (await db.exec(select(Operator.username).order_by(col(Operator.username)))).all()
+        rows, total = await operators_repo.audit_page(
+            db, action=action or None, username=username or None, page=page,
+            page_size=PAGE_SIZE)
+        names = await operators_repo.usernames(db)
     return render(request, "audit.html", rows=rows, total=total, page=page,
-                  pages=max(1, -(-int(total) // PAGE_SIZE)), action=action,
+                  pages=max(1, -(-total // PAGE_SIZE)), action=action,
                   operator=username, usernames=names)

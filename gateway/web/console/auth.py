@@ -21,20 +21,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from aiohttp import web
-from sqlmodel import col, select
 
 from gateway.keys import SERVICES
-from store.models import Operator, OperatorAction
+from gateway.web.console.request_keys import CSRF, OPERATOR
+from store.models import Operator
+from store.repos import operators as operators_repo
 
 COOKIE = "paht_console"
 LOGIN_COOKIE = "paht_console_login"
 SESSION_SECONDS = 12 * 3600
 ROLE_RANK = {"operator": 1, "supervisor": 2, "admin": 3}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-# Per-request storage of the logged-in operator and the session's CSRF token.
-_RequestKey: Any = getattr(web, "RequestKey", None)  # aiohttp ≥ 3.12; plain strings before
-OPERATOR: Any = _RequestKey("paht_operator", Operator) if _RequestKey else "paht_operator"
-CSRF: Any = _RequestKey("paht_csrf", str) if _RequestKey else "paht_csrf"
 
 # Console pages only load their own assets; nothing from a CDN or another origin.
 SECURITY_HEADERS = {
@@ -146,11 +143,7 @@ async def load_operator(request: web.Request, session: Session) -> Operator | No
         op = await db.get(Operator, session.operator_id)
         if op is None or not op.active or fingerprint(op) != session.fingerprint:
             return None
-        last_logout = (await db.exec(
-            select(OperatorAction.at)
-            .where(OperatorAction.operator_id == op.id, OperatorAction.action == "logout")
-            .order_by(col(OperatorAction.at).desc()).limit(1)
-        )).first()
+        last_logout = await operators_repo.last_logout_at(db, session.operator_id)
     if last_logout is not None and last_logout.timestamp() >= session.issued_at:
         return None
     return op

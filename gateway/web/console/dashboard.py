@@ -68,7 +68,8 @@ async def keywords(request: web.Request) -> web.StreamResponse:
         min_count = 2
     async with services.sessions() as db:
         corrections = await load_corrections(db)
-    snippet, suggestions = (None, {})
+    snippet: str | None = None
+    suggestions: dict[str, list[tuple[str, int]]] = {}
     if services.classifier is not None:
         snippet, suggestions = suggestions_snippet(corrections, services.classifier, min_count)
     return render(request, "keywords.html", snippet=snippet, suggestions=suggestions,

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from aiohttp import web
-from sqlmodel import col, select
 
 from gateway.keys import SERVICES
 from gateway.web.console.auth import operator_of
 from gateway.web.console.render import render
 from store.forward import dead_letters, requeue_dead
-from store.models import OperatorAction, Report
+from store.models import OperatorAction
+from store.repos import console as console_repo
+from store.repos import reports as reports_repo
 
 
 async def deliveries(request: web.Request) -> web.StreamResponse:
@@ -17,16 +18,8 @@ async def deliveries(request: web.Request) -> web.StreamResponse:
     services = request.app[SERVICES]
     async with services.sessions() as db:
         dead = await dead_letters(db, limit=200)
-        codes = {}
-        ids = [row.report_id for row in dead if row.report_id]
-        if ids:
-            rows = (await db.exec(select(Report).where(col(Report.id).in_(ids)))).all()
-            codes = {r.id: r for r in rows}
-        reminders = (await db.exec(
-            select(OperatorAction, Report)
-            .join(Report, col(Report.id) == col(OperatorAction.report_id))
-            .where(OperatorAction.action == "reminder")
-            .order_by(col(OperatorAction.id).desc()).limit(100))).all()
+        codes = await reports_repo.by_ids(db, [row.report_id for row in dead if row.report_id])
+        reminders = await console_repo.recent_reminders(db, limit=100)
     return render(request, "deliveries.html", dead=dead, reports=codes, reminders=reminders,
                   done=request.query.get("done", ""))
 

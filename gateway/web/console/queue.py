@@ -11,14 +11,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
-from sqlalchemy import func
-from sqlmodel import col, select
 
-from channels.registry import CHANNELS
+from channels.registry import CHANNEL_NAMES
 from gateway.keys import SERVICES
 from gateway.web.console.auth import now
 from gateway.web.console.render import duration, render
 from store.models import REPORT_STATUSES, Report
+from store.repos import console as console_repo
 
 QUEUE_LIMIT = 200
 
@@ -39,7 +38,7 @@ def filters_of(request: web.Request, sectors: dict[str, Any]) -> dict[str, str]:
     q = request.query
     status = q.get("status", "submitted")
     return {
-        "channel": q.get("channel", "") if q.get("channel", "") in CHANNELS else "",
+        "channel": q.get("channel", "") if q.get("channel", "") in CHANNEL_NAMES else "",
         "sector": q.get("sector", "") if q.get("sector", "") in sectors else "",
         "status": status if status in REPORT_STATUSES or status == "all" else "submitted",
         "urgent": "1" if q.get("urgent") == "1" else "",
@@ -55,30 +54,17 @@ async def load_rows(request: web.Request, f: dict[str, str]) -> tuple[list[Row],
     """The reports matching the filters, oldest first, and how many match in all."""
     services = request.app[SERVICES]
     sla = timedelta(minutes=services.settings.console_sla_minutes)
-    since = func.coalesce(Report.submitted_at, Report.created_at)
-    conds: list[Any] = [col(Report.status) != "draft"]
-    if f["status"] != "all":
-        conds.append(Report.status == f["status"])
-    if f["channel"]:
-        conds.append(Report.channel == f["channel"])
-    if f["sector"]:
-        conds.append(Report.sector == f["sector"])
-    if f["urgent"]:
-        conds.append(col(Report.urgent).is_(True))
+    query = console_repo.QueueFilter(status=f["status"], channel=f["channel"],
+                                     sector=f["sector"], urgent_only=bool(f["urgent"]))
     async with services.sessions() as db:
-        total = (await db.exec(select(func.count()).select_from(Report).where(*conds))).one()
-        reports = (await db.exec(
-            select(Report).where(*conds)
-            .order_by(since, col(Report.id))
-            .limit(QUEUE_LIMIT)
-        )).all()
+        reports, total = await console_repo.queue(db, query, QUEUE_LIMIT)
     t = now()
     rows = []
     for r in reports:
         start = r.submitted_at or r.created_at
         deadline = start + sla
         rows.append(Row(r, duration(t - start), duration(deadline - t), deadline < t, deadline))
-    return rows, int(total)
+    return rows, total
 
 
 async def queue_page(request: web.Request) -> web.StreamResponse:
@@ -87,7 +73,7 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
     f = filters_of(request, sectors)
     rows, total = await load_rows(request, f)
     return render(request, "queue.html", rows=rows, total=total, filters=f, sectors=sectors,
-                  channels=list(CHANNELS), statuses=["all", *REPORT_STATUSES[1:]],
+                  channels=list(CHANNEL_NAMES), statuses=["all", *REPORT_STATUSES[1:]],
                   sla=request.app[SERVICES].settings.console_sla_minutes)
 
 

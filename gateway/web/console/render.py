@@ -9,7 +9,9 @@ from zoneinfo import ZoneInfo
 import jinja2
 from aiohttp import web
 
+from channels.registry import CHANNEL_NAMES, traits_of
 from gateway.keys import SERVICES
+from gateway.web.console.request_keys import CSRF, OPERATOR
 
 TEMPLATES = jinja2.Environment(
     loader=jinja2.PackageLoader("gateway.web.console", "templates"),
@@ -18,14 +20,6 @@ TEMPLATES = jinja2.Environment(
     lstrip_blocks=True,
 )
 
-CHANNEL_LABELS = {
-    "zalo": ("Zalo", "Zalo OA"),
-    "facebook": ("FB", "Facebook Messenger"),
-    "telegram": ("TG", "Telegram"),
-    "sms": ("SMS", "Tin nhắn SMS"),
-    "voice": ("Gọi", "Đường dây nóng"),
-    "web": ("Web", "Web chat"),
-}
 STATUS_LABELS = {
     "draft": "Đang soạn",
     "submitted": "Chờ xác nhận",
@@ -34,6 +28,7 @@ STATUS_LABELS = {
     "in_progress": "Đang xử lý",
     "resolved": "Đã xử lý",
     "rejected": "Không tiếp nhận",
+    "merged": "Đã gộp trùng",
 }
 ACTION_LABELS = {
     "login": "Đăng nhập", "logout": "Đăng xuất", "login_failed": "Đăng nhập sai",
@@ -48,8 +43,11 @@ ROLE_LABELS = {"operator": "Cán bộ tiếp nhận", "supervisor": "Giám sát"
 
 
 def channel_badge(channel: str) -> tuple[str, str]:
-    """Short label and title of a channel's badge."""
-    return CHANNEL_LABELS.get(channel, (channel[:4], channel))
+    """Short label and title of a channel's badge (integrations such as open311: the name)."""
+    if channel not in CHANNEL_NAMES:
+        return channel[:4], channel
+    traits = traits_of(channel)
+    return traits.label, traits.title
 
 
 def local(services: Any, when: datetime | None, fmt: str = "%H:%M %d/%m/%Y") -> str:
@@ -107,7 +105,6 @@ def sector_name(services: Any, code: str | None) -> str:
 def render(request: web.Request, template: str, status: int = 200, **context: Any) -> web.Response:
     """Render a console template with the common context (operator, CSRF token, labels)."""
     services = request.app[SERVICES]
-    from gateway.web.console.auth import CSRF, OPERATOR
 
     context.setdefault("op", request.get(OPERATOR))
     context.setdefault("csrf", request.get(CSRF, ""))

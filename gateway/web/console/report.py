@@ -8,7 +8,6 @@ from datetime import timedelta
 from typing import Any
 
 from aiohttp import web
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.domain.duplicates import find_candidates
@@ -18,15 +17,10 @@ from gateway.ops.privacy import mask_phone, mask_urn, pseudonym
 from gateway.services import Services
 from gateway.web.console.auth import now, operator_of
 from gateway.web.console.render import duration, highlight, render
-from store.models import (
-    Citizen,
-    Classification,
-    InboundEvent,
-    Operator,
-    OperatorAction,
-    Report,
-    ReportHistory,
-)
+from store.models import Citizen, InboundEvent, Operator, OperatorAction, Report
+from store.repos import console as console_repo
+from store.repos import operators as operators_repo
+from store.repos import reports as reports_repo
 
 log = logging.getLogger("paht.console")
 
@@ -132,25 +126,13 @@ async def report_page(request: web.Request, revealed: bool = False) -> web.Strea
     op = operator_of(request)
     async with services.sessions() as db:
         report = await load_report(db, request.match_info["id"])
+        rid = report.id or 0
         citizen = await db.get(Citizen, report.citizen_id)
-        events = list((await db.exec(
-            select(InboundEvent).where(InboundEvent.report_id == report.id)
-            .order_by(col(InboundEvent.received_at), col(InboundEvent.id))
-        )).all())
-        history = (await db.exec(
-            select(ReportHistory).where(ReportHistory.report_id == report.id)
-            .order_by(col(ReportHistory.at), col(ReportHistory.id))
-        )).all()
-        actions = (await db.exec(
-            select(OperatorAction, Operator.username)
-            .join(Operator, col(Operator.id) == col(OperatorAction.operator_id), isouter=True)
-            .where(OperatorAction.report_id == report.id)
-            .order_by(col(OperatorAction.at), col(OperatorAction.id))
-        )).all()
-        verdict = (await db.exec(
-            select(Classification).where(Classification.report_id == report.id)
-            .order_by(col(Classification.id).desc()).limit(1)
-        )).first()
+        events = await console_repo.report_events(db, rid)
+        history = await console_repo.report_history(db, rid)
+        actions = await operators_repo.report_actions(db, rid)
+        verdicts = await reports_repo.classifications_of(db, rid)
+        verdict = verdicts[-1] if verdicts else None
         candidates = await find_candidates(db, services, report)
         original = await db.get(Report, report.duplicate_of) if report.duplicate_of else None
     text = report_text(report)

@@ -10,11 +10,11 @@ from datetime import date, datetime, timedelta
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.services import Services
-from store.models import OperatorAction, Report, ReportHistory, utcnow
+from store.models import utcnow
+from store.repos import stats as stats_repo
 
 
 @dataclass
@@ -62,22 +62,10 @@ async def compute(session: AsyncSession, services: Services, days: int = 14) -> 
     today = utcnow().astimezone(tz).date()
     first = today - timedelta(days=days - 1)
     start = datetime.combine(first, datetime.min.time(), tz)
-    reports = (await session.exec(
-        select(Report).where(col(Report.submitted_at) >= start)
-        .order_by(col(Report.submitted_at))
-    )).all()
-    ids = [r.id for r in reports]
-    auto_ids = set((await session.exec(
-        select(ReportHistory.report_id).where(
-            col(ReportHistory.report_id).in_(ids), ReportHistory.status == "confirmed",
-            ReportHistory.source == "classifier")
-    )).all()) if ids else set()
-    actions = (await session.exec(
-        select(OperatorAction).where(
-            col(OperatorAction.report_id).in_(ids),
-            col(OperatorAction.action).in_(["confirm", "change_sector", "merge", "reject"]))
-        .order_by(col(OperatorAction.at), col(OperatorAction.id))
-    )).all() if ids else []
+    reports = await stats_repo.submitted_since(session, start)
+    ids = [r.id for r in reports if r.id is not None]
+    auto_ids = await stats_repo.auto_confirmed(session, ids)
+    actions = await stats_repo.review_actions(session, ids)
     reviewed: set[int] = set()
     predicted: dict[int, str] = {}
     changed: set[int] = set()
@@ -164,7 +152,7 @@ def day_bars(stats: Stats, by: str = "channel", names: dict[str, str] | None = N
     scale = (height - pad_b - pad_t) / peak
     bars = []
     for i, d in enumerate(stats.days):
-        y = height - pad_b
+        y: float = height - pad_b
         for j, key in enumerate(keys):
             count = per_day.get(d, Counter()).get(key, 0)
             if not count:

@@ -1,0 +1,62 @@
+"""What the sector classifier returns: matched phrases, sectors and the classification."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True, slots=True)
+class Match:
+    """One matched phrase; ``start``/``end`` is the character span in the original text."""
+
+    sector: str
+    phrase: str
+    matched: str
+    start: int
+    end: int
+    weight: float
+    similarity: float
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of the match."""
+        return {f: getattr(self, f) for f in self.__slots__} | {
+            "similarity": round(self.similarity, 3)
+        }
+
+
+@dataclass(frozen=True, slots=True)
+class Sector:
+    """A sector of the taxonomy with its handling agency (``route`` may swap the agency)."""
+
+    code: str
+    name: str
+    description: str
+    agency: str
+    agency_code: str
+    co_agencies: tuple[str, ...] = ()
+    reason: str = "sector"  # "sector" or "misconduct" (routed to the inspectorate)
+
+
+@dataclass(frozen=True, slots=True)
+class Classification:
+    """Result of :meth:`Classifier.classify`."""
+
+    sector: str
+    score: float
+    needs_review: bool
+    runner_up: str | None
+    runner_up_score: float
+    matches: tuple[Match, ...]
+    urgent: bool
+    urgent_terms: tuple[str, ...]
+    address: str | None
+    evidence: Mapping[str, float] = field(default_factory=dict, compare=False)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form of the classification (without the raw evidence)."""
+        out = {f: getattr(self, f) for f in self.__slots__ if f != "evidence"}
+        return out | {"score": round(self.score, 4), "urgent_terms": list(self.urgent_terms),
+                      "runner_up_score": round(self.runner_up_score, 4),
+                      "matches": [m.to_dict() for m in self.matches]}
