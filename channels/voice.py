@@ -18,7 +18,10 @@ Paths (all POST, all signed):
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import logging
+import time
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -63,6 +66,11 @@ MEDIA_PATH = "/webhooks/twilio/media"
 
 VOICE = "Google.vi-VN-Standard-A"  # Polly/alice have no vi-VN (PROTOCOLS §5)
 LANGUAGE = "vi-VN"
+# <Parameter>s of our signed <Connect><Stream> TwiML: Twilio echoes them in the stream's
+# "start" event, where the token proves the stream belongs to a call Twilio put through to us.
+TOKEN_PARAM = "paht_token"
+EXPIRES_PARAM = "paht_expires"
+STREAM_TOKEN_SECONDS = 600  # the stream must start within 10 minutes of the call webhook
 # Keys of the [voice] table of config/messages.vi.toml the hotline speaks.
 TEXT_KEYS = ("greeting", "stream_greeting", "goodbye")
 
@@ -89,6 +97,23 @@ class VoiceConfig(SmsConfig):
 def caller_sender(from_number: str | None, call_sid: str) -> str:
     """'tel:+84…' when the caller's number is known, else 'call:<CallSid>' (linked later)."""
     return tel_urn(from_number) or f"call:{call_sid}"
+
+
+def stream_token(config: VoiceConfig, call_sid: str, caller: str, expires: int) -> str:
+    """HMAC of (account, call, caller, expiry) with the auth token: the per-call stream token."""
+    message = f"paht-stream|{config.account_sid}|{call_sid}|{caller}|{expires}".encode()
+    return hmac.new(config.auth_token.encode(), message, hashlib.sha256).hexdigest()
+
+
+def stream_token_ok(config: VoiceConfig, call_sid: str, caller: str, expires: str,
+                    token: str, now: float | None = None) -> bool:
+    """True when `token` was issued by us for this call and caller and has not expired."""
+    if not (config.auth_token and call_sid and token and expires.isdigit()):
+        return False
+    if int(expires) < (time.time() if now is None else now):
+        return False
+    expected = stream_token(config, call_sid, caller, int(expires))
+    return hmac.compare_digest(expected.encode(), token.encode("utf-8", "replace"))
 
 
 class VoiceChannel(Channel[VoiceConfig]):
@@ -191,9 +216,15 @@ class VoiceChannel(Channel[VoiceConfig]):
             connect = response.connect()
             stream = connect.stream(url=self.stream_url())
             # Media Streams forbid query strings: custom data travels as <Parameter>s and
-            # comes back in start.customParameters.
-            if caller:
-                stream.parameter(name="From", value=caller[4:])
+            # comes back in start.customParameters. The token binds the stream to this
+            # CallSid and caller (this TwiML answers a signed request, so only Twilio sees it).
+            number = caller[4:] if caller else ""
+            if number:
+                stream.parameter(name="From", value=number)
+            expires = int(time.time()) + STREAM_TOKEN_SECONDS
+            token = stream_token(self.config, params.get("CallSid", ""), number, expires)
+            stream.parameter(name=EXPIRES_PARAM, value=str(expires))
+            stream.parameter(name=TOKEN_PARAM, value=token)
             # Runs once we close the socket (after '#', the time limit, or end of stream).
             self._say(response, self.text("goodbye"))
             response.hangup()

@@ -26,7 +26,7 @@ from gateway.workers.speech import Speech, start_speech
 from nlp.classifier import Classifier
 from store import migrate
 from store.db import create_engine, is_sqlite, session_factory
-from store.repo import DbTokenStore
+from store.repos.credentials import DbTokenStore
 from store.write_gate import WriteGate
 
 log = logging.getLogger("paht.app")

@@ -124,6 +124,7 @@ class Settings(BaseSettings):
     forward_api_key: str = ""
     forward_secret: str = ""
     forward_max_attempts: int = 8
+    outbox_max_attempts: int = 8  # a message to a citizen: sends before it is given up
     forward_database_url: str = ""
     central_callback_secret: str = ""
     forward_timeout_seconds: float = 10.0  # per HTTP delivery to the central system

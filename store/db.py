@@ -168,3 +168,15 @@ async def check_database(url: str, *, seconds: float = 5.0) -> None:
         raise DatabaseUnavailable(f"{where}: {_one_line(exc, u.password)}") from exc
     finally:
         await engine.dispose()
+
+
+def dialect_name(session: AsyncSession) -> str:
+    """'sqlite' or 'postgresql'."""
+    return session.bind.dialect.name if session.bind else "sqlite"
+
+
+def insert_for(session: AsyncSession, table: Any) -> Any:
+    """The dialect's INSERT (with ON CONFLICT) for `table`."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    return (postgresql.insert if dialect_name(session) == "postgresql" else sqlite.insert)(table)

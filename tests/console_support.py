@@ -11,8 +11,8 @@ from sqlmodel import select
 from gateway.domain import reports
 from gateway.domain.accounts import hash_password
 from gateway.keys import SERVICES
-from store import repo
 from store.models import InboundEvent, Operator, OperatorAction, Report, utcnow
+from store.repos import citizens as citizens_repo
 
 PASSWORD = "mat-khau-du-dai-123"
 _CSRF = re.compile(r'name="csrf" value="([^"]+)"')
@@ -61,7 +61,7 @@ async def make_report(app: Any, text: str, *, channel: str = "web", sender: str 
     async with services.sessions() as s:
         n = len((await s.exec(select(Report.id))).all())
         sender = sender or f"{channel}:citizen-{n}"
-        citizen = await repo.resolve_citizen(s, sender, channel, display_name=f"Dân {n}",
+        citizen = await citizens_repo.resolve_citizen(s, sender, channel, display_name=f"Dân {n}",
                                              phone=phone)
         when = utcnow() - timedelta(minutes=minutes_ago)
         report = Report(channel=channel, citizen_id=citizen.id or 0, sender=sender, text=text,

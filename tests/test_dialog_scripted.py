@@ -203,11 +203,11 @@ async def test_edit_updates_the_draft_and_abuse_is_flagged(settings_factory, gat
 
 async def test_shared_contact_links_identities(settings_factory, gateway_client, drain_app,
                                                fake_bot) -> None:
-    from store import repo
+    from store.repos import citizens as citizens_repo
 
     client, citizen = await _citizen("telegram", settings_factory, gateway_client, fake_bot)
     async with client.app[SERVICES].sessions() as s:
-        await repo.resolve_citizen(s, "tel:+84905111222", "sms", phone="+84905111222")
+        await citizens_repo.resolve_citizen(s, "tel:+84905111222", "sms", phone="+84905111222")
         await s.commit()
     await citizen.say("/sdt")
     await drain_app(client.app)

@@ -360,7 +360,7 @@ async def test_outbox_follows_the_retry_policy(settings_factory: Any, gateway_cl
 
 async def test_outbox_gives_up_after_max_attempts(settings_factory: Any,
                                                   gateway_client: Any) -> None:
-    client = await gateway_client(settings_factory(forward_max_attempts=3))
+    client = await gateway_client(settings_factory(outbox_max_attempts=3))
     services = client.app[SERVICES]
     channel = Scripted(SendError("503", retryable=True))
     services.channels["scripted"] = channel

@@ -9,9 +9,12 @@ import pytest
 import sqlalchemy as sa
 from sqlmodel import select
 
-from store import repo
 from store.db import create_engine, session_factory
 from store.models import Citizen, Identity, InboundEvent, Report, utcnow
+from store.repos import citizens as citizens_repo
+from store.repos import codes as codes_repo
+from store.repos import credentials as credentials_repo
+from store.repos import events as events_repo
 
 
 @pytest.fixture
@@ -34,10 +37,10 @@ def _row(external_id: str, sender: str = "telegram:42", channel: str = "telegram
 
 async def test_insert_events_ignores_redelivery(sessions) -> None:
     async with sessions() as s:
-        first = await repo.insert_events(s, [_row("1"), _row("2")])
+        first = await events_repo.insert_events(s, [_row("1"), _row("2")])
         await s.commit()
     async with sessions() as s:
-        again = await repo.insert_events(s, [_row("2"), _row("3")])
+        again = await events_repo.insert_events(s, [_row("2"), _row("3")])
         await s.commit()
     assert all(isinstance(i, int) for i in first)
     assert again[0] is None and isinstance(again[1], int)
@@ -48,41 +51,42 @@ async def test_insert_events_ignores_redelivery(sessions) -> None:
 
 async def test_same_external_id_on_two_channels_are_two_events(sessions) -> None:
     async with sessions() as s:
-        ids = await repo.insert_events(s, [_row("7"), _row("7", channel="zalo")])
+        ids = await events_repo.insert_events(s, [_row("7"), _row("7", channel="zalo")])
         await s.commit()
     assert None not in ids
 
 
 async def test_claim_leases_and_reclaims_after_expiry(sessions) -> None:
     async with sessions() as s:
-        await repo.insert_events(s, [_row("a"), _row("b")])
+        await events_repo.insert_events(s, [_row("a"), _row("b")])
         await s.commit()
     async with sessions() as s:
-        claimed = await repo.claim_events(s, "w1", 10, timedelta(seconds=60))
+        claimed = await events_repo.claim_events(s, "w1", 10, timedelta(seconds=60))
     assert [e.external_id for e in claimed] == ["a", "b"]
     async with sessions() as s:
-        assert await repo.claim_events(s, "w2", 10, timedelta(seconds=60)) == []
+        assert await events_repo.claim_events(s, "w2", 10, timedelta(seconds=60)) == []
     # A worker that died leaves its lease to expire; another worker then takes the events.
     async with sessions() as s:
         await s.exec(sa.update(InboundEvent.__table__).values(
             next_attempt_at=utcnow() - timedelta(seconds=1)))
         await s.commit()
     async with sessions() as s:
-        again = await repo.claim_events(s, "w2", 10, timedelta(seconds=60))
+        again = await events_repo.claim_events(s, "w2", 10, timedelta(seconds=60))
     assert {e.external_id for e in again} == {"a", "b"}
     assert all(e.attempts == 2 and e.claimed_by == "w2" for e in again)
 
 
 async def test_concurrent_claims_never_share_an_event(sessions) -> None:
     async with sessions() as s:
-        await repo.insert_events(s, [_row(str(i), sender=f"telegram:{i}") for i in range(40)])
+        await events_repo.insert_events(
+            s, [_row(str(i), sender=f"telegram:{i}") for i in range(40)])
         await s.commit()
 
     async def claimer(name: str) -> list[int]:
         got: list[int] = []
         while True:
             async with sessions() as s:
-                batch = await repo.claim_events(s, name, 3, timedelta(seconds=60))
+                batch = await events_repo.claim_events(s, name, 3, timedelta(seconds=60))
             if not batch:
                 return got
             got.extend(e.id for e in batch)
@@ -94,12 +98,12 @@ async def test_concurrent_claims_never_share_an_event(sessions) -> None:
 
 async def test_failed_event_is_parked_after_max_attempts(sessions) -> None:
     async with sessions() as s:
-        (event_id,) = await repo.insert_events(s, [_row("poison")])
+        (event_id,) = await events_repo.insert_events(s, [_row("poison")])
         await s.commit()
     async with sessions() as s:
-        status = await repo.fail_event(s, event_id, "boom", attempts=1, max_attempts=3)
+        status = await events_repo.fail_event(s, event_id, "boom", attempts=1, max_attempts=3)
         assert status == "pending"
-        status = await repo.fail_event(s, event_id, "boom", attempts=3, max_attempts=3)
+        status = await events_repo.fail_event(s, event_id, "boom", attempts=3, max_attempts=3)
         assert status == "parked"
         event = await s.get(InboundEvent, event_id)
         await s.refresh(event)
@@ -111,7 +115,7 @@ async def test_tracking_codes_are_unique_under_concurrency(sessions) -> None:
 
     async def one() -> str:
         async with sessions() as s:
-            code = await repo.next_tracking_code(s, "PA", when)
+            code = await codes_repo.next_tracking_code(s, "PA", when)
             await s.commit()
             return code
 
@@ -124,19 +128,21 @@ async def test_tracking_codes_are_unique_under_concurrency(sessions) -> None:
 
 async def test_phone_links_identities_across_channels(sessions) -> None:
     async with sessions() as s:
-        tg = await repo.resolve_citizen(s, "telegram:1", "telegram", display_name="Lan")
+        tg = await citizens_repo.resolve_citizen(s, "telegram:1", "telegram", display_name="Lan")
         s.add(Report(channel="telegram", citizen_id=tg.id, sender="telegram:1"))
         await s.commit()
     async with sessions() as s:
-        sms = await repo.resolve_citizen(s, "tel:+84905123456", "sms", phone="+84905123456")
+        sms = await citizens_repo.resolve_citizen(s, "tel:+84905123456", "sms",
+                                                  phone="+84905123456")
         await s.commit()
     assert sms.id != tg.id
     # The Telegram user shares the same phone: both identities are now one citizen.
     async with sessions() as s:
-        linked = await repo.resolve_citizen(s, "telegram:1", "telegram", phone="+84905123456")
+        linked = await citizens_repo.resolve_citizen(s, "telegram:1", "telegram",
+                                                     phone="+84905123456")
         await s.commit()
         assert linked.id == sms.id
-        urns = {i.urn for i in await repo.identities_of(s, linked.id)}
+        urns = {i.urn for i in await citizens_repo.identities_of(s, linked.id)}
         assert urns == {"telegram:1", "tel:+84905123456"}
         report = (await s.exec(select(Report))).one()
         assert report.citizen_id == sms.id
@@ -145,7 +151,7 @@ async def test_phone_links_identities_across_channels(sessions) -> None:
 
 
 async def test_token_store_replaces_atomically(sessions) -> None:
-    store = repo.DbTokenStore(sessions)
+    store = credentials_repo.DbTokenStore(sessions)
     assert await store.get("zalo") is None
     assert await store.put("zalo", {"access_token": "a1"}, None) is True
     assert await store.put("zalo", {"access_token": "a-other"}, None) is False
@@ -159,7 +165,7 @@ async def test_token_store_replaces_atomically(sessions) -> None:
 
 async def test_times_come_back_in_utc(sessions) -> None:
     async with sessions() as s:
-        (event_id,) = await repo.insert_events(s, [_row("tz")])
+        (event_id,) = await events_repo.insert_events(s, [_row("tz")])
         await s.commit()
     async with sessions() as s:
         event = await s.get(InboundEvent, event_id)

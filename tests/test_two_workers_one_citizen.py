@@ -16,9 +16,10 @@ from sqlmodel import select
 from gateway.keys import SERVICES
 from gateway.services import Services
 from gateway.workers.pipeline import Worker
-from store import repo
 from store.db import create_engine, session_factory
 from store.models import Conversation, InboundEvent, Report, table_of, utcnow
+from store.repos import citizens as citizens_repo
+from store.repos import events as events_repo
 
 
 async def test_two_workers_share_one_draft(settings_factory, gateway_client, pg_url) -> None:
@@ -36,9 +37,9 @@ async def test_two_workers_share_one_draft(settings_factory, gateway_client, pg_
                      "received_at": utcnow(), "message": message})
     async with base.sessions() as s:
         # The citizen has written before: identity and (idle) conversation exist.
-        citizen = await repo.resolve_citizen(s, sender, "telegram")
+        citizen = await citizens_repo.resolve_citizen(s, sender, "telegram")
         s.add(Conversation(sender=sender, channel="telegram", citizen_id=citizen.id))
-        await repo.insert_events(s, rows)
+        await events_repo.insert_events(s, rows)
         await s.commit()
 
     engines = [create_engine(pg_url) for _ in range(2)]
@@ -52,7 +53,7 @@ async def test_two_workers_share_one_draft(settings_factory, gateway_client, pg_
 
         async def one_each(worker: Worker) -> None:
             async with worker.s.sessions() as s:
-                events = await repo.claim_events(s, worker.name, 1, worker.lease)
+                events = await events_repo.claim_events(s, worker.name, 1, worker.lease)
             for event in events:
                 await worker._one(event)
 

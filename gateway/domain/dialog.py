@@ -11,7 +11,6 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import timedelta
 
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import Button, InboundMessage
@@ -20,8 +19,9 @@ from gateway.domain.lifecycle import GATEWAY
 from gateway.domain.replies import CANCEL, CODE_RE, CONFIRM, Outcome, Replies, Reply
 from gateway.domain.texts import fold
 from gateway.services import Services
-from store import repo
 from store.models import Citizen, Conversation, Report, ReportStatus, utcnow
+from store.repos import citizens as citizens_repo
+from store.repos import conversations as conversations_repo
 
 log = logging.getLogger("paht.dialog")
 
@@ -44,7 +44,7 @@ class Dialog:
         self, session: AsyncSession, msg: InboundMessage, citizen: Citizen,
         extra_attachments: list[dict] | None = None, transcript: str | None = None,
         transcript_confidence: float | None = None, flags: list[str] | None = None,
-        known: repo.Known | None = None,
+        known: citizens_repo.Known | None = None,
     ) -> Outcome:
         """Decide what `msg` means and update the draft; returns the replies to send."""
         conv = await self._conversation(session, msg, citizen, known)
@@ -258,17 +258,12 @@ class Dialog:
 
     async def _conversation(
         self, session: AsyncSession, msg: InboundMessage, citizen: Citizen,
-        known: repo.Known | None = None,
+        known: citizens_repo.Known | None = None,
     ) -> Conversation:
         if known is not None and msg.sender in known.conversations:
             conv = known.conversations[msg.sender]  # read (and locked) for the whole batch
         else:
-            stmt = select(Conversation).where(Conversation.sender == msg.sender)
-            if repo.dialect_name(session) == "postgresql":
-                # Another gateway process may be handling this citizen's previous message:
-                # wait for it, then read the draft it left (SQLite has one writer anyway).
-                stmt = stmt.with_for_update()
-            conv = (await session.exec(stmt)).first()
+            conv = await conversations_repo.conversation_of(session, msg.sender, lock=True)
         if conv is None:
             conv = Conversation(sender=msg.sender, channel=msg.channel, citizen_id=citizen.id or 0)
             session.add(conv)

@@ -23,6 +23,7 @@ from channels.codec import outbound_to_dict
 from channels.registry import CHANNELS as MESSAGING
 from gateway.domain.texts import Texts
 from store.models import Conversation, Identity, Outbox, Report, utcnow
+from store.repos import conversations as conversations_repo
 from store.repos import reports as repo
 
 log = logging.getLogger("paht.notify")
@@ -127,7 +128,7 @@ class Notifier:
         """
         if report.channel not in MESSAGING:
             return False  # filed through Open311 or the API: no conversation to rate in
-        conv = await repo.conversation_of(session, report.sender)
+        conv = await conversations_repo.conversation_of(session, report.sender)
         if conv is None:
             conv = Conversation(sender=report.sender, channel=report.channel,
                                 citizen_id=report.citizen_id)

@@ -19,8 +19,8 @@ from gateway.domain.lifecycle import CLASSIFIER, GATEWAY, Actor, Lifecycle
 from gateway.domain.notify import Notifier
 from gateway.services import Services
 from gateway.settings import Settings
-from store import repo
 from store.models import Classification, Report, ReportHistory, utcnow
+from store.repos import codes as codes_repo
 from store.repos import reports as reports_repo
 
 log = logging.getLogger("paht.reports")
@@ -77,7 +77,8 @@ async def submit_report(session: AsyncSession, life: Lifecycle, report: Report) 
     """Give a draft its tracking code, classify it, submit it and apply the review policy."""
     if report.code is None:
         when = utcnow().astimezone(ZoneInfo(life.settings.timezone))
-        report.code = await repo.next_tracking_code(session, life.settings.tracking_prefix, when)
+        report.code = await codes_repo.next_tracking_code(
+            session, life.settings.tracking_prefix, when)
     classification = classify_report(life.classifier, report)
     await life.submit(session, report)
     if classification is not None:

@@ -17,11 +17,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from store.models import EVENT_PENDING, InboundEvent, table_of, utcnow
+from store.repos import events as events_repo
 from store.write_gate import WriteGate, maybe
 
 log = logging.getLogger("paht.ingest")
@@ -33,42 +32,6 @@ MAX_BATCH_ROWS = 400  # × 9 columns stays far below SQLite's bound-parameter li
 class _Job:
     rows: Sequence[dict[str, Any]]
     future: asyncio.Future[list[int | None]] = field(repr=False)
-
-
-async def insert_batch(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[int | None]:
-    """One multi-row INSERT … ON CONFLICT DO NOTHING RETURNING; ids per row, None = duplicate.
-
-    Same semantics as store.repo.insert_events, in one statement instead of one per row. A key
-    repeated inside the batch counts once: its later copies are duplicates.
-    """
-    now = utcnow()
-    table = table_of(InboundEvent)
-    first: dict[tuple[str, str], int] = {}
-    values: list[dict[str, Any]] = []
-    for index, row in enumerate(rows):
-        key = (row["channel"], row["external_id"])
-        if key in first:
-            continue
-        first[key] = index
-        values.append({"accepted_at": now, "next_attempt_at": now, "status": EVENT_PENDING,
-                       "attempts": 0, "claimed_by": None, "last_error": None,
-                       "processed_at": None, "report_id": None, **row})
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
-    # executemany with RETURNING: SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs from
-    # one cached statement (no per-batch compilation). Rows come back keyed, not ordered.
-    stmt = (
-        insert(table)
-        .on_conflict_do_nothing(index_elements=["channel", "external_id"])
-        .returning(table.c.id, table.c.channel, table.c.external_id)
-    )
-    result = await session.exec(stmt, params=values)
-    new = {(channel, ext): id_ for id_, channel, ext in result.all()}
-    return [
-        new.get((row["channel"], row["external_id"]))
-        if first[(row["channel"], row["external_id"])] == index else None
-        for index, row in enumerate(rows)
-    ]
 
 
 class GroupCommitter:
@@ -103,7 +66,7 @@ class GroupCommitter:
 
     async def _commit(self, rows: Sequence[dict[str, Any]]) -> list[int | None]:
         async with maybe(self.gate, urgent=True), self.sessions() as session:
-            ids = await insert_batch(session, rows)
+            ids = await events_repo.insert_events(session, rows)
             await session.commit()
         return ids
 

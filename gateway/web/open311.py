@@ -23,8 +23,8 @@ from gateway.domain import reports
 from gateway.domain.lifecycle import OPEN
 from gateway.keys import SERVICES
 from gateway.services import Services
-from store import repo
 from store.models import Report, ReportStatus, utcnow
+from store.repos import citizens as citizens_repo
 from store.repos import reports as reports_repo
 
 PREFIX = "/open311/v2"
@@ -258,7 +258,7 @@ async def create_request(request: web.Request) -> web.Response:
     description = (params.get("description") or "").strip()[:4000]
     sender, phone = _requester(key, params)
     async with services.sessions() as session:
-        citizen = await repo.resolve_citizen(session, sender, "open311", phone=phone,
+        citizen = await citizens_repo.resolve_citizen(session, sender, "open311", phone=phone,
                                              seen_at=utcnow())
         report = Report(channel="open311", citizen_id=citizen.id or 0, sender=sender,
                         text=description, lat=lat, lon=lon, address=address)

@@ -20,8 +20,8 @@ from channels.registry import WEBHOOK_PATHS
 from gateway.keys import ENGINE, INGESTOR, SERVICES, SETTINGS
 from gateway.web.ratelimit import RateLimits, client_ip, json_too_deep
 from gateway.workers.speech import Speech
-from store import repo
 from store.db import ping
+from store.repos import events as events_repo
 
 log = logging.getLogger("paht.routes")
 LIMITS = web.AppKey("rate_limits", RateLimits)
@@ -166,7 +166,7 @@ async def metrics(request: web.Request) -> web.StreamResponse:
     m = app[SERVICES].metrics
     try:
         async with app[SERVICES].sessions() as session:
-            m.set("paht_queue_depth", await repo.queue_depth(session))
+            m.set("paht_queue_depth", await events_repo.queue_depth(session))
     except Exception:
         log.warning("metrics: database unreachable")
     return web.Response(text=m.render(), content_type="text/plain", charset="utf-8")

@@ -23,9 +23,9 @@ from gateway.domain.lifecycle import queue_rating
 from gateway.ops.privacy import pseudonym
 from gateway.services import Services
 from gateway.workers.outbox import backoff
-from store import repo
 from store.forward import Delivered, DeliveryError, Sink
 from store.models import Citizen, Outbox, Report, utcnow
+from store.repos import outbox as outbox_repo
 from store.repos import reports as reports_repo
 from store.sinks import build_sink
 
@@ -102,7 +102,7 @@ class Forwarder:
     async def run_once(self) -> int:
         """Deliver one batch of due rows; returns how many were attempted."""
         async with self.s.sessions() as session:
-            rows = await repo.claim_outbox(session, ("forward",), self.batch, self.lease)
+            rows = await outbox_repo.claim_outbox(session, ("forward",), self.batch, self.lease)
         for row in rows:
             await self._deliver(row)
         return len(rows)

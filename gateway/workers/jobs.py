@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
-from sqlmodel import col, select
 
 from gateway.domain import reports
 from gateway.domain.dialog import Dialog
@@ -21,7 +20,8 @@ from gateway.web.central import poll_central
 from gateway.workers.forwarder import Forwarder, queue_new_ratings
 from gateway.workers.reminders import remind_operators, remind_supervisors
 from gateway.workers.weekly import weekly_summary
-from store.models import Conversation, utcnow
+from store.models import utcnow
+from store.repos import conversations as conversations_repo
 
 log = logging.getLogger("paht.jobs")
 
@@ -31,13 +31,7 @@ async def close_expired_drafts(services: Services) -> int:
     dialog = Dialog(services)
     closed = 0
     async with services.sessions() as session:
-        stmt = (
-            select(Conversation)
-            .where(col(Conversation.expires_at) < utcnow(),
-                   col(Conversation.report_id).is_not(None))
-            .limit(100)
-        )
-        for conv in (await session.exec(stmt)).all():
+        for conv in await conversations_repo.expired(session, utcnow()):
             outcome = await dialog.close_expired(session, conv)
             for n, reply in enumerate(outcome.replies):
                 report = outcome.report

@@ -14,7 +14,6 @@ import random
 from dataclasses import replace
 from datetime import timedelta
 
-from sqlmodel import select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import SendError
@@ -22,8 +21,9 @@ from channels.codec import outbound_from_dict, outbound_to_dict
 from gateway.domain.reports import last_inbound_at
 from gateway.ops.privacy import mask_urn
 from gateway.services import Services
-from store import repo
-from store.models import Citizen, Identity, Outbox, utcnow
+from store.models import Outbox, utcnow
+from store.repos import citizens as citizens_repo
+from store.repos import outbox as outbox_repo
 
 log = logging.getLogger("paht.outbox")
 MESSAGE_KINDS = ("reply", "notify")
@@ -59,7 +59,7 @@ class OutboxSender:
     async def run_once(self) -> int:
         """Deliver one batch; returns how many rows were attempted."""
         async with self.s.sessions() as session:
-            rows = await repo.claim_outbox(session, MESSAGE_KINDS, 20, self.lease)
+            rows = await outbox_repo.claim_outbox(session, MESSAGE_KINDS, 20, self.lease)
         for row in rows:
             await self._deliver(row)
         return len(rows)
@@ -116,7 +116,7 @@ class OutboxSender:
             row.status = "held"
             if await self._fallback_sms(session, row):
                 row.status = "fallback"
-        elif exc.retryable and row.attempts < self.s.settings.forward_max_attempts:
+        elif exc.retryable and row.attempts < self.s.settings.outbox_max_attempts:
             delay = exc.retry_after if exc.retry_after else backoff(row.attempts)
             row.status = "pending"
             row.next_attempt_at = utcnow() + timedelta(seconds=delay)
@@ -127,8 +127,7 @@ class OutboxSender:
     async def _fallback_sms(self, session: AsyncSession, row: Outbox) -> bool:
         if "sms" not in self.s.channels or row.recipient is None:
             return False
-        ident = (await session.exec(select(Identity).where(Identity.urn == row.recipient))).first()
-        citizen = await session.get(Citizen, ident.citizen_id) if ident else None
+        citizen = await citizens_repo.citizen_of(session, row.recipient)
         if citizen is None or not citizen.phone:
             return False
         payload = outbound_to_dict(outbound_from_dict(row.payload))
@@ -142,8 +141,7 @@ class OutboxSender:
 
 async def release_held(services: Services, session: AsyncSession, urn: str) -> int:
     """The citizen wrote again: messages held for a closed window can go now."""
-    rows = (await session.exec(
-        select(Outbox).where(Outbox.recipient == urn, Outbox.status == "held"))).all()
+    rows = await outbox_repo.held_for(session, urn)
     for row in rows:
         row.status = "pending"
         row.next_attempt_at = utcnow()

@@ -30,8 +30,9 @@ from gateway.ops.privacy import mask_urn
 from gateway.services import Services
 from gateway.workers.media import Prepared, prepare
 from gateway.workers.outbox import release_held
-from store import repo
 from store.models import EVENT_DONE, EVENT_IGNORED, InboundEvent, utcnow
+from store.repos import citizens as citizens_repo
+from store.repos import events as events_repo
 from store.write_gate import maybe
 
 log = logging.getLogger("paht.pipeline")
@@ -49,13 +50,13 @@ class _Done:
 
 async def handle_event(
     services: Services, dialog: Dialog, session: AsyncSession, event: InboundEvent,
-    prepared: Prepared, known: repo.Known | None = None,
+    prepared: Prepared, known: citizens_repo.Known | None = None,
 ) -> _Done:
     """Run one prepared event through citizen → dialog → replies inside `session`."""
     msg = prepared.msg
     if services.channels.traits(msg.channel).spoken:
         msg = replace(msg, text="")  # what a caller said is a transcript, not typed text
-    citizen = await repo.resolve_citizen(
+    citizen = await citizens_repo.resolve_citizen(
         session, msg.sender, msg.channel, display_name=msg.sender_name,
         phone=msg.contact_phone or _phone_of(msg.sender), seen_at=msg.received_at, known=known,
     )
@@ -112,7 +113,7 @@ class Worker:
     async def run_once(self) -> int:
         """Claim one batch and process it; returns how many events were handled."""
         async with maybe(self.s.write_gate, urgent=False), self.s.sessions() as session:
-            events = await repo.claim_events(session, self.name, self.batch_size, self.lease)
+            events = await events_repo.claim_events(session, self.name, self.batch_size, self.lease)
         if not events:
             return 0
         prepared = await self._prepare_all(events)
@@ -163,7 +164,7 @@ class Worker:
             # What an event creates is found by the next one through `known`, and ids are
             # flushed where they are needed: no flush of the whole batch before every query.
             session.sync_session.autoflush = False
-            known = repo.Known()
+            known = citizens_repo.Known()
             await known.load(session, [e.sender for e in events], lock=True)
             for event in events:
                 item = prepared[event.id or 0]
@@ -174,7 +175,7 @@ class Worker:
                 done.append(await handle_event(self.s, self.dialog, session, event, item, known))
                 if gate is not None and gate.urgent_waiting:
                     break  # SQLite: let the waiting webhook commit go first
-            await repo.finish_events(session, [(d.event.id or 0, d.status, d.report_id)
+            await events_repo.finish_events(session, [(d.event.id or 0, d.status, d.report_id)
                                                for d in done])
             await session.commit()
         return done
@@ -193,7 +194,7 @@ class Worker:
         """Record an event's failure: retried with back-off, parked after too many attempts."""
         self.s.metrics.inc("paht_events_failed_total", channel=event.channel)
         async with maybe(self.s.write_gate, urgent=False), self.s.sessions() as session:
-            status = await repo.fail_event(
+            status = await events_repo.fail_event(
                 session, event.id or 0, f"{type(exc).__name__}: {exc}",
                 event.attempts, self.s.settings.worker_max_attempts,
             )

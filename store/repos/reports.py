@@ -12,15 +12,14 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import aliased
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from store.central_models import CentralStatusEvent
+from store.db import insert_for
 from store.models import (
     Classification,
-    Conversation,
     Identity,
     InboundEvent,
     OperatorAction,
@@ -105,12 +104,6 @@ async def latest_identity(
     return (await session.exec(stmt)).first()
 
 
-async def conversation_of(session: AsyncSession, sender: str) -> Conversation | None:
-    """The dialog state of `sender`, if they ever wrote."""
-    stmt = select(Conversation).where(Conversation.sender == sender)
-    return (await session.exec(stmt)).first()
-
-
 async def outbox_key_taken(session: AsyncSession, dedup_key: str) -> bool:
     """Whether an outbox row with `dedup_key` exists already."""
     stmt = select(Outbox.id).where(Outbox.dedup_key == dedup_key)
@@ -144,10 +137,8 @@ async def due_for_poll(
 
 async def record_central_event(session: AsyncSession, event: dict[str, Any], source: str) -> bool:
     """Store a central status event unless its event_id was seen before; False for a replay."""
-    dialect = session.bind.dialect.name if session.bind else "sqlite"
-    insert = postgresql.insert if dialect == "postgresql" else sqlite.insert
     stmt = (
-        insert(CentralStatusEvent)
+        insert_for(session, CentralStatusEvent)
         .values(event_id=event["event_id"], code=event["code"].upper(), status=event["status"],
                 note=event.get("note"), agency=event.get("agency"), source=source,
                 received_at=utcnow())

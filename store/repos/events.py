@@ -1,0 +1,155 @@
+"""Inbound events: durable insert-or-ignore, claiming work with a lease, finishing, failing."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import col, select
+from sqlmodel.ext.asyncio.session import AsyncSession
+
+from store.db import dialect_name, insert_for
+from store.models import (
+    EVENT_DONE,
+    EVENT_PARKED,
+    EVENT_PENDING,
+    EVENT_PROCESSING,
+    InboundEvent,
+    table_of,
+    utcnow,
+)
+
+
+async def insert_events(session: AsyncSession, rows: Sequence[dict[str, Any]]) -> list[int | None]:
+    """One multi-row INSERT … ON CONFLICT DO NOTHING RETURNING; ids per row, None = duplicate.
+
+    The caller commits: all messages of one webhook request go in one transaction (the group
+    commit puts several requests in one). A key repeated inside the batch counts once: its
+    later copies are duplicates.
+    """
+    now = utcnow()
+    table = table_of(InboundEvent)
+    first: dict[tuple[str, str], int] = {}
+    values: list[dict[str, Any]] = []
+    for index, row in enumerate(rows):
+        key = (row["channel"], row["external_id"])
+        if key in first:
+            continue
+        first[key] = index
+        values.append({"accepted_at": now, "next_attempt_at": now, "status": EVENT_PENDING,
+                       "attempts": 0, "claimed_by": None, "last_error": None,
+                       "processed_at": None, "report_id": None, **row})
+    # executemany with RETURNING: SQLAlchemy's "insertmanyvalues" sends multi-row INSERTs from
+    # one cached statement (no per-batch compilation). Rows come back keyed, not ordered.
+    stmt = (
+        insert_for(session, table)
+        .on_conflict_do_nothing(index_elements=["channel", "external_id"])
+        .returning(table.c.id, table.c.channel, table.c.external_id)
+    )
+    result = await session.exec(stmt, params=values)
+    new = {(channel, ext): id_ for id_, channel, ext in result.all()}
+    return [
+        new.get((row["channel"], row["external_id"]))
+        if first[(row["channel"], row["external_id"])] == index else None
+        for index, row in enumerate(rows)
+    ]
+
+
+async def claim_events(
+    session: AsyncSession, worker: str, limit: int, lease: timedelta
+) -> list[InboundEvent]:
+    """Claim up to `limit` due events for `worker`, leasing them for `lease`.
+
+    An event whose lease expired (its worker died mid-way) is claimable again, which is how
+    a restart picks up what a killed process had not finished.
+    """
+    now = utcnow()
+    table = table_of(InboundEvent)
+    due = sa.and_(table.c.status.in_([EVENT_PENDING, EVENT_PROCESSING]),
+                  table.c.next_attempt_at <= now)
+    # One citizen's messages in order across workers: an event waits while another worker
+    # holds a live lease on an earlier event of the same sender. (One claim takes a sender's
+    # events together, in order; the conversation row lock covers the claim-to-claim window.)
+    earlier = table_of(InboundEvent).alias("earlier")
+    blocked = sa.exists().where(
+        earlier.c.sender == table.c.sender, earlier.c.id < table.c.id,
+        earlier.c.status == EVENT_PROCESSING, earlier.c.next_attempt_at > now,
+    )
+    pick = sa.select(table.c.id).where(due, ~blocked).order_by(table.c.id).limit(limit)
+    if dialect_name(session) == "postgresql":
+        pick = pick.with_for_update(skip_locked=True)
+    stmt = (
+        sa.update(table)
+        .where(table.c.id.in_(pick.scalar_subquery()))
+        .values(
+            status=EVENT_PROCESSING,
+            claimed_by=worker,
+            attempts=table.c.attempts + 1,
+            next_attempt_at=now + lease,
+        )
+        .returning(table.c.id)
+    )
+    ids = [r[0] for r in (await session.exec(stmt)).all()]
+    await session.commit()
+    if not ids:
+        return []
+    result = await session.exec(select(InboundEvent).where(col(InboundEvent.id).in_(ids)))
+    return sorted(result.all(), key=lambda e: e.id or 0)
+
+
+async def finish_event(
+    session: AsyncSession, event_id: int, status: str = EVENT_DONE, report_id: int | None = None
+) -> None:
+    """Mark an event processed (done or ignored)."""
+    await session.exec(
+        sa.update(table_of(InboundEvent))
+        .where(table_of(InboundEvent).c.id == event_id)
+        .values(status=status, processed_at=utcnow(), report_id=report_id, last_error=None)
+    )
+
+
+async def finish_events(
+    session: AsyncSession, done: Sequence[tuple[int, str, int | None]]
+) -> None:
+    """Mark several events processed in one statement: (event id, status, report id) each."""
+    if not done:
+        return
+    t = table_of(InboundEvent)
+    stmt = (
+        sa.update(t)
+        .where(t.c.id == sa.bindparam("event_id"))
+        .values(status=sa.bindparam("new_status"), report_id=sa.bindparam("new_report"),
+                processed_at=utcnow(), last_error=None)
+    )
+    conn = await session.connection()  # executemany: one statement for the whole batch
+    await conn.execute(stmt, [{"event_id": i, "new_status": st, "new_report": r}
+                              for i, st, r in done])
+
+
+async def fail_event(
+    session: AsyncSession, event_id: int, error: str, attempts: int, max_attempts: int
+) -> str:
+    """Record a failure: retry later with back-off, or park it after `max_attempts`."""
+    status = EVENT_PARKED if attempts >= max_attempts else EVENT_PENDING
+    delay = min(300.0, 2.0 ** attempts)
+    await session.exec(
+        sa.update(table_of(InboundEvent))
+        .where(table_of(InboundEvent).c.id == event_id)
+        .values(
+            status=status,
+            last_error=error[:4000],
+            next_attempt_at=utcnow() + timedelta(seconds=delay),
+        )
+    )
+    await session.commit()
+    return status
+
+
+async def queue_depth(session: AsyncSession) -> int:
+    """Events accepted but not processed yet."""
+    t = table_of(InboundEvent)
+    stmt = (select(sa.func.count()).select_from(t)
+            .where(t.c.status.in_([EVENT_PENDING, EVENT_PROCESSING])))
+    return int((await session.exec(stmt)).one())
