@@ -9,6 +9,7 @@ What a channel is like (`ChannelTraits`) and what it can do beyond the contract 
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -121,9 +122,19 @@ class MessageMeta:
 NO_META = MessageMeta()
 
 
+# Control characters other than tab and newline (C0, DEL, C1) and the XML non-characters: a
+# citizen never means them, and one "\x0b" would make the public XML feed not well-formed.
+_CONTROLS = re.compile("[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ufffe\uffff]")
+
+
+def strip_controls(text: str) -> str:
+    """`text` without control characters (tab, newline and carriage return kept)."""
+    return _CONTROLS.sub("", text) if text else text
+
+
 @dataclass(frozen=True, slots=True)
 class InboundMessage:
-    """One citizen message, whatever channel it came from."""
+    """One citizen message, whatever channel it came from (control characters stripped)."""
 
     channel: str  # "facebook" | "zalo" | "telegram" | "sms" | "voice" | "web"
     external_id: str  # provider id: mid, msg_id, update_id, MessageSid, RecordingSid
@@ -139,6 +150,13 @@ class InboundMessage:
     postback: str | None = None  # button payload (quick reply, postback, callback_query)
     raw: Mapping[str, Any] = field(default_factory=_empty_raw)
     meta: MessageMeta = NO_META
+
+    def __post_init__(self) -> None:
+        # At ingest, for every channel: what a citizen typed reaches no feed or page raw.
+        for name in ("text", "sender_name", "postback"):
+            value = getattr(self, name)
+            if isinstance(value, str) and _CONTROLS.search(value):
+                object.__setattr__(self, name, strip_controls(value))
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,6 +215,9 @@ class ChannelTraits:
     conversational: bool
     # The citizen speaks: the message's words are a transcript of its audio, never typed text.
     spoken: bool = False
+    # Citizens' own clients (a browser) call the webhook, not a provider's few servers: the
+    # gateway limits them per IP as well as per sender.
+    direct_clients: bool = False
 
 
 class ChannelConfig(BaseModel):

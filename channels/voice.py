@@ -56,6 +56,7 @@ from channels.twilio_common import (
     tel_urn,
     verify_signature,
 )
+from channels.voice_menu import CallMenu
 
 log = logging.getLogger("paht.channels.voice")
 
@@ -68,7 +69,7 @@ VOICE = "Google.vi-VN-Standard-A"  # Polly/alice have no vi-VN (PROTOCOLS §5)
 LANGUAGE = "vi-VN"
 # <Parameter>s of our signed <Connect><Stream> TwiML: Twilio echoes them in the stream's
 # "start" event, where the token proves the stream belongs to a call Twilio put through to us.
-TOKEN_PARAM = "paht_token"
+TOKEN_PARAM = "paht_token"  # noqa: S105 - a parameter name, not a secret
 EXPIRES_PARAM = "paht_expires"
 STREAM_TOKEN_SECONDS = 600  # the stream must start within 10 minutes of the call webhook
 # Keys of the [voice] table of config/messages.vi.toml the hotline speaks.
@@ -82,6 +83,7 @@ class VoiceConfig(SmsConfig):
     max_seconds: int = Field(validation_alias="voice_max_seconds")
     var_dir: Path = Field(validation_alias="var_dir")
     media_dir: Path | None = Field(validation_alias="media_dir")
+    readback: bool = Field(validation_alias="voice_readback")
 
     @property
     def enabled(self) -> bool:
@@ -141,6 +143,20 @@ class VoiceChannel(Channel[VoiceConfig]):
             raise ValueError(f"[voice] texts missing from the messages file: {missing}")
         # Answers to a caller go out by SMS from the same Twilio account.
         self.sms = SmsChannel(config, http=http, tokens=tokens)
+        # The in-call flow's texts ([voice_menu]) are given by the gateway (set_menu_texts).
+        self.menu: CallMenu | None = None
+
+    def set_menu_texts(self, texts: Mapping[str, str]) -> None:
+        """Enable the read-back flow with the [voice_menu] texts (checked here)."""
+        self.menu = CallMenu(self.config.public_base_url, texts, self.texts,
+                             max_seconds=self.config.max_seconds)
+
+    def recording_callback(self, caller: str | None) -> str:
+        """Our recordingStatusCallback URL; it carries the caller's number (signed query)."""
+        callback = self.public(RECORDING_PATH)
+        if caller:
+            callback += "?" + urlencode({"From": caller[4:]})
+        return callback
 
     def text(self, key: str) -> str:
         """A citizen-facing text of the [voice] table (checked at construction)."""
@@ -226,13 +242,18 @@ class VoiceChannel(Channel[VoiceConfig]):
             stream.parameter(name=EXPIRES_PARAM, value=str(expires))
             stream.parameter(name=TOKEN_PARAM, value=token)
             # Runs once we close the socket (after '#', the time limit, or end of stream).
+            if self.menu is not None and self.config.readback:
+                # Hold for the live transcript's report, then read it back.
+                response.redirect(self.menu.url("hold", since=int(time.time()) - 5),
+                                  method="POST")
+                return str(response)
             self._say(response, self.text("goodbye"))
             response.hangup()
             return str(response)
+        callback = self.recording_callback(caller)
+        if self.menu is not None and self.config.readback:
+            return self.menu.greeting(callback)
         self._say(response, self.text("greeting"))
-        callback = self.public(RECORDING_PATH)
-        if caller:
-            callback += "?" + urlencode({"From": caller[4:]})
         response.record(
             # Without an action Twilio re-requests this document and the greeting would loop.
             action=self.public(CALL_PATH) + "?step=recorded",

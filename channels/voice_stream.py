@@ -8,10 +8,12 @@ gateway gives one, and on `finish()` saves the audio as WAV and builds ONE messa
 (external_id "stream:<streamSid>"). The WebSocket itself is the gateway's
 (gateway/web/voice_stream.py).
 
-Authenticity: whether the upgrade request carries X-Twilio-Signature is unverified
-(PROTOCOLS §7.5). When present it must match (HMAC of the public wss:// or https:// URL, no
-params). When absent we accept, but a "start" whose accountSid is not ours ends the stream
-without a message.
+Authenticity, three checks (a forged stream would create a report under any phone number):
+the upgrade must carry X-Twilio-Signature (HMAC of the public wss:// or https:// URL, no
+params); the "start" must name our accountSid; and it must carry the per-call token our signed
+<Connect><Stream> TwiML put in its <Parameter>s (channels/voice.py `stream_token`), which binds
+the stream to its CallSid and caller number and expires. Anything else ends the stream without
+a message. A stored recording is never overwritten (a reused streamSid keeps the first).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import base64
 import binascii
 import json
 import logging
+import os
 import wave
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -32,7 +35,13 @@ from twilio.request_validator import RequestValidator
 
 from channels.base import Attachment, InboundMessage, MessageMeta, utcnow
 from channels.text import nfc
-from channels.voice import VoiceConfig, caller_sender
+from channels.voice import (
+    EXPIRES_PARAM,
+    TOKEN_PARAM,
+    VoiceConfig,
+    caller_sender,
+    stream_token_ok,
+)
 
 log = logging.getLogger("paht.channels.voice")
 
@@ -40,6 +49,13 @@ MULAW_RATE = 8000  # Media Streams audio: G.711 μ-law, 8 kHz, mono
 MAX_PARTIALS = 50  # partial hypotheses kept for the audit trail
 PARTIAL_EVERY = 25  # sample the partial hypothesis every N media frames (~0.5 s)
 SILENT_BELOW_S = 0.5
+MAX_FRAME_BYTES = 16_384  # a real media frame is ~250 bytes of JSON (20 ms of audio)
+MAX_CUSTOM_PARAMETERS = 16
+MAX_PARAMETER_CHARS = 256
+
+
+class RecordingExists(Exception):
+    """A recording of this stream is already stored (a reused streamSid): keep the first."""
 
 
 def _ulaw_sample(code: int) -> bytes:
@@ -116,10 +132,8 @@ class CallState:
 
 
 def upgrade_signature_ok(config: VoiceConfig, path_qs: str, signature: str | None) -> bool:
-    """Validate X-Twilio-Signature when Twilio sends one on the upgrade (PROTOCOLS §7.5)."""
-    if signature is None:
-        return True
-    if not config.auth_token:
+    """Validate the X-Twilio-Signature Twilio sends on the upgrade; a missing one fails."""
+    if not signature or not config.auth_token:
         return False
     base = config.public(path_qs)
     candidates = {base}
@@ -128,20 +142,30 @@ def upgrade_signature_ok(config: VoiceConfig, path_qs: str, signature: str | Non
     elif base.startswith("http://"):
         candidates.add("ws://" + base[len("http://"):])
     validator = RequestValidator(config.auth_token)
-    return any(validator.validate(url, {}, signature) for url in candidates)
+    try:
+        return any(validator.validate(url, {}, signature) for url in candidates)
+    except (TypeError, ValueError):  # a non-ASCII header value
+        return False
 
 
 def save_wav(directory: Path, name: str, mulaw: bytes) -> Path:
-    """Write the caller's audio as 8 kHz PCM16 mono WAV (readable by every player and PyAV)."""
+    """Write the caller's audio as 8 kHz PCM16 mono WAV; RecordingExists if one is stored."""
     directory.mkdir(parents=True, exist_ok=True)
     path = directory / f"{name}.wav"
-    tmp = path.with_suffix(".wav.part")
+    if path.exists():
+        raise RecordingExists(name)
+    tmp = directory / f".{name}.{os.getpid()}.{id(mulaw):x}.part"
     with wave.open(str(tmp), "wb") as out:
         out.setnchannels(1)
         out.setsampwidth(2)
         out.setframerate(MULAW_RATE)
         out.writeframes(mulaw_to_pcm16(mulaw))
-    tmp.replace(path)
+    try:
+        os.link(tmp, path)  # atomic and exclusive: never replaces a stored recording
+    except FileExistsError as exc:
+        raise RecordingExists(name) from exc
+    finally:
+        tmp.unlink(missing_ok=True)
     return path
 
 
@@ -158,8 +182,16 @@ class MediaStream:
         self.open_recognizer = open_recognizer
         self.state = CallState()
 
+    @property
+    def started(self) -> bool:
+        """True once an authentic "start" arrived."""
+        return bool(self.state.stream_sid)
+
     async def feed_frame(self, data: str) -> bool:
         """Handle one WebSocket text frame; True when the call should end now."""
+        if len(data) > MAX_FRAME_BYTES:
+            log.warning("media stream frame too large")
+            return True
         try:
             event = json.loads(data)
         except ValueError:
@@ -170,30 +202,41 @@ class MediaStream:
         """Handle one decoded Twilio event; True when the call should end now."""
         kind = event.get("event")
         if kind == "start":
+            if self.state.stream_sid:
+                return False  # one call per connection: a second start is ignored
             return await self._start(event)
         if kind == "media" and self.state.stream_sid:
             return await self._media(event.get("media") or {})
         if kind == "dtmf":
-            digit = str((event.get("dtmf") or {}).get("digit") or "")
-            self.state.digits.append(digit)
+            dtmf = event.get("dtmf")
+            digit = str(dtmf.get("digit") or "")[:1] if isinstance(dtmf, dict) else ""
+            if len(self.state.digits) < 64:
+                self.state.digits.append(digit)
             return digit == "#"  # same key that ends a <Record>
         return kind == "stop"
 
     async def _start(self, event: dict[str, Any]) -> bool:
         state = self.state
-        start = event.get("start") or {}
-        state.stream_sid = str(event.get("streamSid") or start.get("streamSid") or "")
-        state.call_sid = str(start.get("callSid") or "")
-        state.account_sid = str(start.get("accountSid") or "")
-        state.custom = {str(k): nfc(str(v))
-                        for k, v in (start.get("customParameters") or {}).items()}
-        state.media_format = dict(start.get("mediaFormat") or {})
-        state.started_at = utcnow()
-        ours = self.config.account_sid
-        if ours and state.account_sid and state.account_sid != ours:
-            log.warning("media stream from another account refused")
-            state.stream_sid = ""  # nothing will be persisted
+        start = event.get("start")
+        if not isinstance(start, dict):
             return True
+        custom = start.get("customParameters")
+        custom = custom if isinstance(custom, dict) else {}
+        stream_sid = str(event.get("streamSid") or start.get("streamSid") or "")[:64]
+        state.call_sid = str(start.get("callSid") or "")[:64]
+        state.account_sid = str(start.get("accountSid") or "")[:64]
+        state.custom = {str(k)[:64]: nfc(str(v))[:MAX_PARAMETER_CHARS]
+                        for k, v in list(custom.items())[:MAX_CUSTOM_PARAMETERS]}
+        media_format = start.get("mediaFormat")
+        state.media_format = ({str(k)[:32]: v for k, v in list(media_format.items())[:8]
+                               if isinstance(v, str | int)}
+                              if isinstance(media_format, dict) else {})
+        state.started_at = utcnow()
+        if not self._authentic(stream_sid):
+            return True  # nothing will be persisted
+        state.stream_sid = stream_sid
+        # The token is checked; the audit trail needs the caller, not the secret.
+        state.custom.pop(TOKEN_PARAM, None)
         if self.open_recognizer is not None:
             try:
                 state.recognizer = await self.open_recognizer()
@@ -204,8 +247,24 @@ class MediaStream:
                                                  "custom": sorted(state.custom)})
         return False
 
+    def _authentic(self, stream_sid: str) -> bool:
+        """Our account and a valid per-call token for this CallSid and caller."""
+        state = self.state
+        if not stream_sid or not self.config.account_sid or \
+                state.account_sid != self.config.account_sid:
+            log.warning("media stream refused: accountSid missing or not ours")
+            return False
+        if not stream_token_ok(self.config, state.call_sid, state.custom.get("From", ""),
+                               state.custom.get(EXPIRES_PARAM, ""),
+                               state.custom.get(TOKEN_PARAM, "")):
+            log.warning("media stream refused: per-call token missing, wrong or expired")
+            return False
+        return True
+
     async def _media(self, media: dict[str, Any]) -> bool:
         state = self.state
+        if not isinstance(media, dict):
+            return False
         if media.get("track", "inbound") not in ("inbound", "inbound_track"):
             return False
         try:
@@ -245,8 +304,12 @@ class MediaStream:
             except Exception as exc:  # a recognizer crash must not lose the caller's audio
                 state.stt_error = f"{type(exc).__name__}: {exc}"
                 log.exception("stream transcription failed")
-        path = await asyncio.to_thread(save_wav, self.config.calls_dir,
-                                       _safe_name(state.stream_sid), bytes(state.audio))
+        try:
+            path = await asyncio.to_thread(save_wav, self.config.calls_dir,
+                                           _safe_name(state.stream_sid), bytes(state.audio))
+        except RecordingExists:
+            log.warning("media stream reused a stored streamSid; the first recording is kept")
+            return None
         duration = len(state.audio) / MULAW_RATE
         transcribed = state.recognizer is not None and state.stt_error is None
         # raw: what Twilio and the recognizer told us (the audit trail); meta: the flags.

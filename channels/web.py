@@ -59,7 +59,8 @@ class WebChannel(Channel[WebConfig]):
     name: ClassVar[str] = "web"
     config_model: ClassVar[type[ChannelConfig]] = WebConfig
     traits: ClassVar[ChannelTraits] = ChannelTraits(
-        label="Web", title="Web chat", reply_window=None, sms_like=False, conversational=True
+        label="Web", title="Web chat", reply_window=None, sms_like=False, conversational=True,
+        direct_clients=True,  # browsers post here themselves: limit them per IP too
     )
     max_body_bytes: ClassVar[int] = 64_000
 

@@ -9,6 +9,7 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from gateway.cli_errors import (
     CliError,
@@ -20,10 +21,11 @@ from gateway.cli_errors import (
 )
 from gateway.settings import Settings
 
-
-def _serve(args: argparse.Namespace, settings: Settings) -> int:
+if TYPE_CHECKING:
     from aiohttp import web
 
+
+def _serve(args: argparse.Namespace, settings: Settings) -> int:
     from gateway.app import create_app
     from gateway.ops.logs import setup_logging
 
@@ -48,8 +50,26 @@ def _serve(args: argparse.Namespace, settings: Settings) -> int:
     host = f"[{settings.host}]" if ":" in settings.host else settings.host
     url = f"http://{host}:{sock.getsockname()[1]}/"
     print(f"PAHT Gateway: mở {url} để gửi phản ánh qua web chat (open {url})", flush=True)
-    web.run_app(app, sock=sock, print=None, access_log=None, shutdown_timeout=10)
+    _run_limited(app, sock, settings)
     return 0
+
+
+def _run_limited(app: web.Application, sock: Any, settings: Settings) -> None:
+    """Serve until SIGINT/SIGTERM with the slow-client limits (gateway/web/server_limits.py)."""
+    import signal
+
+    from gateway.web.server_limits import serve
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(signum, stop.set)
+        await serve(app, sock, max_connections=settings.http_max_connections,
+                    header_timeout_s=settings.http_header_timeout_seconds,
+                    keepalive_s=settings.http_keepalive_seconds, stop=stop)
+
+    asyncio.run(main())
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
@@ -152,6 +172,20 @@ def _keywords_suggest(args: argparse.Namespace, settings: Settings) -> int:
     return asyncio.run(suggest_command(settings, args.min_count, sys.stdout))
 
 
+def _keywords_evaluate(args: argparse.Namespace, settings: Settings) -> int:
+    from gateway.domain.keywords import evaluate_command, read_examples
+
+    proposed = Path(args.file)
+    for path in (proposed, *([Path(args.examples)] if args.examples else [])):
+        if not path.is_file():
+            raise CliError(f"no such file: {path}")
+    try:
+        examples = read_examples(Path(args.examples).read_text("utf-8")) if args.examples else None
+        return asyncio.run(evaluate_command(settings, proposed, sys.stdout, examples))
+    except (ValueError, KeyError) as exc:  # a malformed TOML or examples file
+        raise CliError(f"cannot evaluate {proposed}: {exc}") from exc
+
+
 def _telegram_set_webhook(args: argparse.Namespace, settings: Settings) -> int:
     from channels.telegram_polling import set_webhook
 
@@ -218,6 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     s = ksub.add_parser("suggest", help="phrases to add, mined from operator corrections")
     s.add_argument("--min-count", type=int, default=2)
     s.set_defaults(func=_keywords_suggest, needs_db=True)
+    e = ksub.add_parser("evaluate", help="replay a proposed sectors.toml on judged reports")
+    e.add_argument("file", help="the proposed sectors.toml")
+    e.add_argument("--examples", help="JSON lines with text and sector instead of the database")
+    e.set_defaults(func=_keywords_evaluate, needs_db=True)
 
     p = sub.add_parser("telegram", help="Telegram bot")
     tsub = p.add_subparsers(dest="telegram_command", required=True)

@@ -56,6 +56,8 @@ class Settings(BaseSettings):
     review_min_margin: float = 0.15
     worker_concurrency: int = 4  # media downloads and transcriptions in parallel per batch
     worker_batch_size: int = 32  # events claimed and committed together (per-event fallback)
+    # How long a batch waits for media and speech before it goes on without the slow events.
+    worker_prepare_wait_seconds: float = 1.0
     worker_poll_seconds: float = 1.0
     worker_max_attempts: int = 5
     worker_lease_seconds: float = 30.0
@@ -66,10 +68,22 @@ class Settings(BaseSettings):
     # Operator console
     session_secret: str = ""
     console_sla_minutes: int = 15
-    login_max_failures: int = 5
-    login_lockout_minutes: int = 15
+    login_max_failures: int = 5  # failures per (account, IP) before each try waits longer
+    login_lockout_minutes: int = 15  # the longest wait; failures older than this are forgotten
+    login_max_concurrent_hashes: int = 2  # argon2 checks at once (64 MiB each), off the loop
     duplicate_radius_m: float = 200.0
     duplicate_window_hours: int = 72
+    # Duty alerts and reminders pushed outside the console (gateway/workers/alerts.py):
+    # a Telegram group through the bot of PAHT_TELEGRAM_TOKEN, and/or e-mail over SMTP.
+    alert_telegram_chat_id: str = ""
+    alert_smtp_host: str = ""
+    alert_smtp_port: int = 25
+    alert_smtp_user: str = ""
+    alert_smtp_password: str = ""
+    alert_smtp_starttls: bool = False
+    alert_email_from: str = ""
+    alert_email_to: str = ""  # comma-separated
+    alert_push_max_attempts: int = 5
 
     # Rate limits (requests per minute; 0 disables)
     rate_limit_per_ip: int = 0
@@ -79,6 +93,24 @@ class Settings(BaseSettings):
     rate_limit_ip_allowlist: str = ""
     # Comma-separated IPs/CIDRs of reverse proxies whose X-Forwarded-For names the client.
     rate_limit_trusted_proxies: str = ""
+    # Surfaces citizens and browsers reach directly (per client IP and minute; 0 disables).
+    rate_limit_chat_per_ip: int = 120  # /chat/* and the web chat webhook
+    rate_limit_chat_per_session: int = 60  # /chat/* per web chat session
+    rate_limit_login_per_ip: int = 20  # POST /console/login, before any password is hashed
+    rate_limit_login_global: int = 300  # POST /console/login from everyone together
+    rate_limit_open311_per_ip: int = 60  # POST /open311/v2/requests
+
+    # Server limits against slow or many clients
+    http_header_timeout_seconds: float = 10.0  # a connection must send its request headers
+    http_body_timeout_seconds: float = 30.0  # a request body must arrive within this
+    http_keepalive_seconds: float = 15.0
+    http_max_connections: int = 800  # keep below the process's open-file limit (LimitNOFILE)
+
+    # Media
+    media_url_ttl_hours: int = 72  # signed /media/ links in Open311 and forwarded reports
+    upload_max_per_session: int = 10  # web chat photos per session and hour
+    upload_max_bytes_per_ip: int = 50_000_000  # web chat photo bytes per client IP and hour
+    upload_orphan_hours: int = 6  # uploads no message references are deleted after this
 
     # Web chat demo channel
     web_enabled: bool = True
@@ -111,12 +143,21 @@ class Settings(BaseSettings):
     sms_ascii_fallback: bool = False
     voice_mode: Literal["record", "stream"] = "record"
     voice_max_seconds: int = 120
+    voice_max_streams: int = 20  # concurrent Media Streams calls
+    # The in-call read-back (issue 15): how long the call holds for the transcript, and the
+    # duty operator's number (overrides config/voice.toml; empty there too: call-backs only).
+    voice_readback: bool = True
+    voice_hold_seconds: float = 45.0
+    voice_operator_number: str = ""
 
     # Speech
     stt_engine: str = "vosk"  # engine for both flows, or "stream=vosk,recording=whisper"
     vosk_model: Path | None = None
     whisper_model: Path | None = None
     stt_workers: int = 1
+    stt_timeout_seconds: float = 300.0  # one transcription; beyond it the report goes to review
+    # Domain words (sector phrases, config/voice.toml places) given to the engines as a prompt.
+    stt_vocabulary: bool = True
 
     # Forwarding
     forward_sink: Literal["database", "open311", "webhook"] = "database"

@@ -124,13 +124,40 @@ class MulawStream:
         return self._up.flush()
 
 
-def decode_to_pcm16(data: bytes, rate: int = SAMPLE_RATE) -> bytes:
-    """Decode any container/codec PyAV reads to mono int16 LE PCM at `rate`."""
+def probe_duration(data: bytes) -> float | None:
+    """The duration in seconds the container declares, read without decoding (None when it
+    declares none, e.g. a stream-only OGG without a final granule)."""
+    if not data:
+        raise AudioDecodeError("empty input")
+    import av
+
+    try:
+        with av.open(io.BytesIO(data), mode="r") as container:
+            if not container.streams.audio:
+                raise AudioDecodeError("no audio stream in input")
+            stream = container.streams.audio[0]
+            if stream.duration is not None and stream.time_base is not None:
+                return float(stream.duration * stream.time_base)
+            if container.duration is not None:
+                return container.duration / 1_000_000  # AV_TIME_BASE
+    except AudioDecodeError:
+        raise
+    except (av.FFmpegError, ValueError, OSError, EOFError) as exc:
+        raise AudioDecodeError(f"cannot read audio: {exc}") from exc
+    return None
+
+
+def decode_to_pcm16(data: bytes, rate: int = SAMPLE_RATE, *,
+                    max_seconds: float | None = None) -> bytes:
+    """Decode any container/codec PyAV reads to mono int16 LE PCM at `rate`; with
+    `max_seconds` decoding stops there (the rest is trimmed, never expanded)."""
     if not data:
         raise AudioDecodeError("empty input")
     import av  # deferred: importing FFmpeg bindings costs ~100 ms
 
-    max_bytes = MAX_DECODED_SECONDS * rate * 2
+    limit = min(MAX_DECODED_SECONDS, max_seconds) if max_seconds else MAX_DECODED_SECONDS
+    trim = max_seconds is not None and max_seconds < MAX_DECODED_SECONDS
+    max_bytes = int(limit * rate) * 2
     chunks: list[bytes] = []
     total = 0
     try:
@@ -144,7 +171,10 @@ def decode_to_pcm16(data: bytes, rate: int = SAMPLE_RATE) -> bytes:
                     chunk = out.to_ndarray().astype("<i2", copy=False).tobytes()
                     total += len(chunk)
                     if total > max_bytes:
-                        raise AudioDecodeError(f"audio longer than {MAX_DECODED_SECONDS} s")
+                        if not trim:
+                            raise AudioDecodeError(f"audio longer than {MAX_DECODED_SECONDS} s")
+                        chunks.append(chunk[: len(chunk) - (total - max_bytes)])
+                        return b"".join(chunks)
                     chunks.append(chunk)
             for out in resampler.resample(None):
                 chunks.append(out.to_ndarray().astype("<i2", copy=False).tobytes())

@@ -242,6 +242,7 @@ class Phrase:
     plain: tuple[str, ...]
     weight: float
     strict: bool
+    role: str = "object"  # "object" (what is reported) or "context" (the setting around it)
 
 
 class PhraseIndex:
@@ -254,7 +255,7 @@ class PhraseIndex:
         self.prefixes: set[tuple[str, ...]] = set()
         self.max_len = 1
 
-    def add(self, sector: str, text: str, weight: float) -> None:
+    def add(self, sector: str, text: str, weight: float, role: str = "object") -> None:
         """Index ``text`` (a trailing "!" marks it strict) for ``sector`` with ``weight``."""
         strict = text.endswith("!")
         text = text.rstrip("!").strip()
@@ -266,9 +267,9 @@ class PhraseIndex:
         entries = self.by_plain.setdefault(plain, [])
         for i, old in enumerate(entries):  # one entry per (sector, words): keep the max weight
             if old.sector == sector and old.tokens == words:
-                if abs(weight) > abs(old.weight):
-                    entries[i] = Phrase(sector, text, words, plain, weight, strict)
+                if abs(weight) > abs(old.weight) or (role == "object" != old.role):
+                    entries[i] = Phrase(sector, text, words, plain, weight, strict, role)
                 return
-        entries.append(Phrase(sector, text, words, plain, weight, strict))
+        entries.append(Phrase(sector, text, words, plain, weight, strict, role))
         self.prefixes.update(plain[:n] for n in range(1, len(plain) + 1))
         self.max_len = max(self.max_len, len(plain))

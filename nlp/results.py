@@ -18,6 +18,7 @@ class Match:
     end: int
     weight: float
     similarity: float
+    role: str = "object"  # "object" (what is reported) or "context" (its setting)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of the match."""
@@ -53,10 +54,14 @@ class Classification:
     urgent_terms: tuple[str, ...]
     address: str | None
     evidence: Mapping[str, float] = field(default_factory=dict, compare=False)
+    reasons: tuple[str, ...] = ()  # why it needs review: low_score, context_only, urgent ...
+    evidence_kind: str = "object"  # what the sector rests on: object | context | none
+    misconduct: bool = False  # accuses an official or agency: the inspectorate's case
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of the classification (without the raw evidence)."""
         out = {f: getattr(self, f) for f in self.__slots__ if f != "evidence"}
         return out | {"score": round(self.score, 4), "urgent_terms": list(self.urgent_terms),
+                      "reasons": list(self.reasons),
                       "runner_up_score": round(self.runner_up_score, 4),
                       "matches": [m.to_dict() for m in self.matches]}

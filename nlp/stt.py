@@ -15,17 +15,25 @@ import multiprocessing
 import os
 import threading
 import time
+from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from pathlib import Path
 from typing import Any, Protocol
 
-from nlp.audio import SAMPLE_RATE, MulawStream, decode_to_pcm16
+from nlp.audio import (
+    SAMPLE_RATE,
+    AudioDecodeError,
+    MulawStream,
+    decode_to_pcm16,
+    probe_duration,
+)
 from nlp.stt_types import ModelMissing, Transcript
 
 ENGINES = ("vosk", "whisper")
 WARM_TIMEOUT_S = 600.0  # how long warm() waits for every worker to finish loading
 FLOWS = ("stream", "recording")
+REFUSE_FACTOR = 10  # a file declaring more than 10x PAHT_VOICE_MAX_SECONDS is refused outright
 
 
 class StreamSession(Protocol):
@@ -49,8 +57,9 @@ class Transcriber(Protocol):
 
     engine: str
 
-    def transcribe(self, pcm16: bytes, rate: int = SAMPLE_RATE) -> Transcript:
-        """Transcribe a whole mono int16 LE buffer."""
+    def transcribe(self, pcm16: bytes, rate: int = SAMPLE_RATE, *,
+                   vocabulary: Sequence[str] = ()) -> Transcript:
+        """Transcribe a whole mono int16 LE buffer (`vocabulary`: domain words, if used)."""
         ...
 
     def stream(self, rate: int = SAMPLE_RATE) -> StreamSession:
@@ -135,14 +144,31 @@ def _worker_status(timeout_s: float) -> dict[str, Any]:
     }
 
 
-def _worker_transcribe(audio: bytes, engine: str, already_pcm: bool) -> Transcript:
-    """Decode (unless PCM already) and transcribe inside a worker process."""
+def check_declared_length(audio: bytes, max_seconds: float | None) -> float | None:
+    """The container's declared duration; AudioDecodeError when it is far over the limit
+    (a decompression bomb is refused before a single frame is decoded)."""
+    declared = probe_duration(audio)
+    if max_seconds and declared is not None and declared > max_seconds * REFUSE_FACTOR:
+        raise AudioDecodeError(
+            f"audio declares {declared:.0f} s, over {REFUSE_FACTOR}x the {max_seconds:.0f} s limit")
+    return declared
+
+
+def _worker_transcribe(audio: bytes, engine: str, already_pcm: bool,
+                       max_seconds: float | None = None,
+                       vocabulary: tuple[str, ...] = ()) -> Transcript:
+    """Check the declared length, decode (unless PCM already, at most `max_seconds`) and
+    transcribe inside a worker process."""
     transcriber = _WORKER.get(engine)
     if transcriber is None:
         reason = _WORKER_ERRORS.get(engine, "not configured")
         raise ModelMissing(f"speech engine {engine!r} unavailable in worker: {reason}")
-    pcm = audio if already_pcm else decode_to_pcm16(audio, SAMPLE_RATE)
-    return transcriber.transcribe(pcm, SAMPLE_RATE)
+    if already_pcm:
+        pcm = audio[: int(max_seconds * SAMPLE_RATE) * 2] if max_seconds else audio
+    else:
+        check_declared_length(audio, max_seconds)
+        pcm = decode_to_pcm16(audio, SAMPLE_RATE, max_seconds=max_seconds)
+    return transcriber.transcribe(pcm, SAMPLE_RATE, vocabulary=vocabulary)
 
 
 # --- gateway process side ---------------------------------------------------------------
@@ -197,17 +223,18 @@ class SpeechPool:
         return errors
 
     async def transcribe(
-        self, audio: bytes, engine: str, *, already_pcm: bool = False
+        self, audio: bytes, engine: str, *, already_pcm: bool = False,
+        max_seconds: float | None = None, vocabulary: Sequence[str] = (),
     ) -> Transcript:
-        """Transcribe container bytes (or 16 kHz PCM16 if `already_pcm`) in a worker."""
+        """Transcribe container bytes (or 16 kHz PCM16 if `already_pcm`) in a worker, the
+        first `max_seconds` at most, primed with `vocabulary`."""
+        job = (audio, engine, already_pcm, max_seconds, tuple(vocabulary))
         if self._executor is None or engine not in self.models:
             raise ModelMissing(f"no model configured for speech engine {engine!r}")
         loop = asyncio.get_running_loop()
         executor = self._executor
         try:
-            return await loop.run_in_executor(
-                executor, _worker_transcribe, audio, engine, already_pcm
-            )
+            return await loop.run_in_executor(executor, _worker_transcribe, *job)
         except BrokenProcessPool:
             # A worker died (native crash, OOM kill): replace the pool once and retry.
             if self._executor is None:
@@ -217,9 +244,7 @@ class SpeechPool:
                 self._executor = self._new_executor()
                 self.status = []
                 self.restarts += 1
-            return await loop.run_in_executor(
-                self._executor, _worker_transcribe, audio, engine, already_pcm
-            )
+            return await loop.run_in_executor(self._executor, _worker_transcribe, *job)
 
     def close(self) -> None:
         """Stop the workers (pending jobs are cancelled)."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -109,8 +110,12 @@ class VoskTranscriber:
         """Open a streaming session (one Kaldi recognizer)."""
         return VoskStreamSession(self._model, rate)
 
-    def transcribe(self, pcm16: bytes, rate: int = SAMPLE_RATE) -> Transcript:
-        """Transcribe a whole mono int16 LE buffer."""
+    def transcribe(self, pcm16: bytes, rate: int = SAMPLE_RATE, *,
+                   vocabulary: Sequence[str] = ()) -> Transcript:
+        """Transcribe a whole mono int16 LE buffer. `vocabulary` is not used: a Vosk phrase
+        list (grammar) restricts the output to those phrases, which suits command words, not
+        free reports, and the large models have no dynamic graph for it at all."""
+        del vocabulary
         session = self.stream(rate)
         chunk = CHUNK_BYTES * rate // SAMPLE_RATE // 2 * 2
         for start in range(0, len(pcm16), chunk):

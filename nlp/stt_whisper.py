@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,15 @@ from nlp.stt_types import ModelMissing, Transcript
 
 REQUIRED_FILES = ("model.bin", "config.json", "tokenizer.json")
 LANGUAGE = "vi"
+PROMPT_MAX_CHARS = 600  # Whisper's prompt is at most 224 tokens: keep the first words
+
+
+def vocabulary_prompt(words: Sequence[str]) -> str:
+    """Domain words as a Whisper prompt: a comma-separated list, cut at a word."""
+    prompt = ", ".join(w.strip() for w in words if w.strip())
+    if len(prompt) > PROMPT_MAX_CHARS:
+        prompt = prompt[:PROMPT_MAX_CHARS].rsplit(",", 1)[0]
+    return prompt
 
 
 def check_model_dir(model_dir: Path) -> None:
@@ -85,8 +95,10 @@ class WhisperTranscriber:
         """A buffering session with the streaming interface."""
         return WhisperSession(self, rate)
 
-    def transcribe(self, pcm16: bytes, rate: int = SAMPLE_RATE) -> Transcript:
-        """Transcribe a whole mono int16 LE buffer in Vietnamese."""
+    def transcribe(self, pcm16: bytes, rate: int = SAMPLE_RATE, *,
+                   vocabulary: Sequence[str] = ()) -> Transcript:
+        """Transcribe a whole mono int16 LE buffer in Vietnamese; `vocabulary` (domain words)
+        primes the decoder as its initial prompt."""
         started = time.perf_counter()
         duration = pcm_duration(pcm16, rate)
         audio = pcm16_to_float32(resample_pcm16(pcm16, rate, SAMPLE_RATE))
@@ -99,6 +111,9 @@ class WhisperTranscriber:
                 beam_size=self.beam_size,
                 vad_filter=True,  # silero VAD ships inside faster-whisper; keeps silence silent
                 condition_on_previous_text=False,
+                # The prompt biases spelling toward the domain's words (street names, sector
+                # phrases); `hotwords` applies only when there is no prompt in faster-whisper.
+                initial_prompt=vocabulary_prompt(vocabulary) or None,
             )
             for seg in segments:
                 if seg.no_speech_prob > 0.6 and seg.avg_logprob < -1.0:

@@ -34,6 +34,7 @@ class CentralReport(SQLModel, table=True):
                                     sa_column=sa.Column(sa.JSON(), nullable=False))
     channel: str | None = Field(default=None, max_length=16)
     urgent: bool = False
+    duplicate_of: str | None = Field(default=None, max_length=32)  # the original's code (0004)
     submitted_at: datetime | None = _ts()
     received_at: datetime = _now_ts()
 

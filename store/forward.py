@@ -6,8 +6,10 @@ carries an idempotency key (our tracking code; `<code>:rating` for a rating), so
 a crash or a timeout never creates a second record on the central side.
 
 Payload types: `{"type": "report", "code", "sector", "agency", "description", "lat", "lon",
-"address", "media": [url], "channel", "urgent", "citizen": {...}, "submitted_at"}` and
-`{"type": "rating", "code", "rating", "central_ref"}`.
+"address", "media": [url], "channel", "urgent", "citizen": {...}, "submitted_at",
+"duplicate_of"}` (`duplicate_of`: the original's tracking code, or null), `{"type": "link",
+…the same fields}` (a report merged into `duplicate_of`, sent when the original is already at
+the centre; key `<code>:link`) and `{"type": "rating", "code", "rating", "central_ref"}`.
 """
 
 from __future__ import annotations
@@ -72,7 +74,9 @@ def verify_signature(body: bytes, header: str | None, secret: str) -> bool:
     """Constant-time check of a `sha256=<hex>` signature header."""
     if not header or not secret:
         return False
-    return hmac.compare_digest(header.strip().lower(), sign(body, secret))
+    # Bytes, not str: compare_digest raises on non-ASCII text, and a forged header may be any.
+    return hmac.compare_digest(header.strip().lower().encode("utf-8", "replace"),
+                               sign(body, secret).encode())
 
 
 async def dead_letters(session: AsyncSession, limit: int = 100) -> list[Outbox]:

@@ -55,8 +55,19 @@ def _now_ts(index: bool = False) -> Any:
     )
 
 
+def _new_dict() -> dict[str, Any]:
+    return {}
+
+
+def _new_list() -> list[Any]:
+    return []
+
+
 def _json(default: type[dict[str, Any]] | type[list[Any]] = list) -> Any:
-    return Field(default_factory=default, sa_column=sa.Column(sa.JSON(), nullable=False))
+    # Plain Python factories, not the `dict`/`list` builtins: pydantic inspects a factory's
+    # signature on every instantiation, and for a builtin that costs a parse (~0.2 ms).
+    factory = _new_dict if default is dict else _new_list
+    return Field(default_factory=factory, sa_column=sa.Column(sa.JSON(), nullable=False))
 
 
 # Statuses --------------------------------------------------------------------------------
@@ -162,8 +173,20 @@ class Report(SQLModel, table=True):
     urgent: bool = False
     flags: list[str] = _json(list)  # abusive, spam, silent_audio, ...
     duplicate_of: int | None = Field(default=None, foreign_key="report.id")
+    # The trust gate (migration 0004): why an operator must look, and the likely original of
+    # a duplicate held for review.
+    review_reasons: list[str] = _json(list)
+    suspected_duplicate_of: int | None = Field(default=None, foreign_key="report.id")
     central_ref: str | None = Field(default=None, max_length=64)
+    # The console (migration 0006): the operator who took the report in hand, and when.
+    assigned_to: int | None = Field(default=None, foreign_key="operator.id", index=True)
+    assigned_at: datetime | None = _ts()
     rating: int | None = None
+    # The voice hotline (migration 0007): the sector the caller chose on the keypad, and the
+    # machine transcript kept when an operator corrected it.
+    sector_by_caller: str | None = Field(default=None, max_length=32)
+    transcript_machine: str | None = Field(default=None, sa_column=sa.Column(sa.Text()))
+    transcript_corrected_at: datetime | None = _ts()
     created_at: datetime = _now_ts(index=True)
     submitted_at: datetime | None = _ts(index=True)
     confirmed_at: datetime | None = _ts()
@@ -261,6 +284,54 @@ class Conversation(SQLModel, table=True):
     asked: list[str] = _json(list)  # what the bot already asked for this draft (asked once)
     last_activity_at: datetime = _now_ts()
     expires_at: datetime | None = _ts(index=True)
+    lang: str = Field(default="vi", max_length=8)  # vi | en: the language the citizen writes
+    options: list[str] = _json(list)  # payloads of the last numbered buttons ("1" -> [0])
+    memo: dict[str, Any] = _json(dict)  # dialog scratch: split parts, emergency report id
+
+
+class DutyAlert(SQLModel, table=True):
+    """An emergency the duty officer must see now (the console shows and pushes open ones)."""
+
+    __tablename__ = "duty_alert"
+    id: int | None = Field(default=None, primary_key=True)
+    report_id: int = Field(foreign_key="report.id", index=True)
+    hazard: str = Field(max_length=32)  # fire | trapped | electric | drowning | gas | ...
+    numbers: list[str] = _json(list)  # the numbers the citizen was told to call
+    channel: str = Field(max_length=16)
+    created_at: datetime = _now_ts(index=True)
+    acknowledged_at: datetime | None = _ts()
+    acknowledged_by: int | None = Field(default=None, foreign_key="operator.id")
+
+
+class AlertPush(SQLModel, table=True):
+    """One push of a duty alert or reminder to an outside target (Telegram group, e-mail);
+    unique on `key` ("alert:<id>:telegram"), so each is sent once (migration 0006)."""
+
+    __tablename__ = "alert_push"
+    id: int | None = Field(default=None, primary_key=True)
+    key: str = Field(max_length=128, unique=True)
+    target: str = Field(max_length=16)  # telegram | email
+    status: str = Field(default="pending", max_length=16)  # pending | sent | dead
+    attempts: int = 0
+    last_error: str | None = Field(default=None, sa_column=sa.Column(sa.Text()))
+    created_at: datetime = _now_ts()
+    sent_at: datetime | None = _ts()
+
+
+class CallbackRequest(SQLModel, table=True):
+    """A hotline caller an operator must call back (after hours, no answer, not understood)
+    (migration 0007)."""
+
+    __tablename__ = "callback_request"
+    id: int | None = Field(default=None, primary_key=True)
+    report_id: int | None = Field(default=None, foreign_key="report.id", index=True)
+    call_sid: str = Field(max_length=64, unique=True)
+    caller: str = Field(max_length=255)  # tel:+84… or call:<CallSid>
+    reason: str = Field(max_length=32)  # after_hours | no_operator | not_ready | asked
+    created_at: datetime = _now_ts(index=True)
+    called_back_at: datetime | None = _ts()
+    called_back_by: int | None = Field(default=None, foreign_key="operator.id")
+    note: str | None = Field(default=None, sa_column=sa.Column(sa.Text()))
 
 
 class TrackingCounter(SQLModel, table=True):

@@ -1,12 +1,15 @@
 """The three forwarding sinks (see store/forward.py for the contract).
 
 - `DatabaseSink`: central tables in our own database (or PAHT_FORWARD_DATABASE_URL), the
-  embedded default; insert-or-ignore on the tracking code.
+  embedded default; insert-or-ignore on the tracking code (a `link` sets `duplicate_of`).
 - `Open311Sink`: GeoReport v2 `POST {url}/requests.json` (form-encoded, `api_key`), and
   `GET {url}/requests/{id}.json` for polling — https://wiki.open311.org/GeoReport_v2/.
   GeoReport v2 has no idempotency key of its own: we send the `Idempotency-Key` header and
   `attribute[paht_code]`, and no rating call: ratings go to the non-standard
   `POST {url}/ratings.json` (a server without it answers 404 and the row is parked).
+  `urgent`, the agency and the duplicate link travel as attributes (`attribute[paht_urgent]`,
+  `attribute[paht_agency]`, `attribute[paht_duplicate_of]`); a `link` is posted as a request
+  of its own whose `attribute[paht_duplicate_of]` names the original.
 - `WebhookSink`: JSON POST signed `X-PAHT-Signature: sha256=<hmac of the raw body>`, with
   `Idempotency-Key`; 409 means "already have it".
 """
@@ -93,12 +96,19 @@ class DatabaseSink:
                 "citizen": dict(payload.get("citizen") or {}),
                 "channel": payload.get("channel"), "urgent": bool(payload.get("urgent")),
                 "submitted_at": _parse_time(payload.get("submitted_at")),
+                "duplicate_of": payload.get("duplicate_of"),
             }
         from store.models import utcnow
 
         values["received_at"] = utcnow()
-        stmt = (insert(table).values(**values)
-                .on_conflict_do_nothing(index_elements=["code"]).returning(table.c.id))
+        base = insert(table).values(**values)
+        if payload.get("type") == "link":
+            # The duplicate may be there already (forwarded before it was merged): link it.
+            stmt = base.on_conflict_do_update(
+                index_elements=["code"], set_={"duplicate_of": values["duplicate_of"]}
+            ).returning(table.c.id)
+        else:
+            stmt = base.on_conflict_do_nothing(index_elements=["code"]).returning(table.c.id)
         new_id = (await conn.execute(stmt)).scalar_one_or_none()
         if new_id is not None:
             return Delivered(central_ref=f"DB-{new_id}")
@@ -175,6 +185,12 @@ class Open311Sink(_HttpSink):
         citizen = payload.get("citizen") or {}
         if citizen.get("pseudonym"):
             form["account_id"] = citizen["pseudonym"]
+        # GeoReport v2 has no urgency, agency or duplicate field: attributes carry them.
+        form["attribute[paht_urgent]"] = "true" if payload.get("urgent") else "false"
+        if payload.get("agency"):
+            form["attribute[paht_agency]"] = str(payload["agency"])
+        if payload.get("duplicate_of"):
+            form["attribute[paht_duplicate_of]"] = str(payload["duplicate_of"])
         for ours, theirs in (("name", "first_name"), ("phone", "phone")):
             if citizen.get(ours):
                 form[theirs] = str(citizen[ours])

@@ -26,7 +26,7 @@ PG_ADMIN_URL = os.environ.get("PAHT_TEST_PG_URL", "postgresql://postgres@127.0.0
 TABLES = (
     "classification", "operator_action", "report_history", "outbox", "inbound_event",
     "conversation", "identity", "report", "citizen", "operator", "tracking_counter", "credential",
-    "central_report", "central_rating", "central_status_event",
+    "central_report", "central_rating", "central_status_event", "duty_alert", "alert_push",
 )
 
 
@@ -128,6 +128,7 @@ async def drain(app: Any, rounds: int = 50) -> None:
     sender = OutboxSender(services)
     for _ in range(rounds):
         handled = await worker.run_once()
+        await worker.wait_idle()  # slow lanes (long media and speech) finish too
         sent = await sender.run_once()
         if not handled and not sent:
             return

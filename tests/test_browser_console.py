@@ -152,8 +152,9 @@ def test_operator_shift(server) -> None:
         expect(page.locator("#queue-total")).to_have_text("4")
         assert "channel=web" in page.url
 
-        # 2. Open the oldest report and put it under another sector.
-        rows.first.locator("a.open").click()
+        # 2. Open the oldest report and put it under another sector (an urgent one, if the
+        # late report is urgent, sits above it).
+        page.locator("#queue-body a.open", has_text=light_code).click()
         expect(page.locator("#report-code")).to_have_text(light_code)
         expect(page.locator("#report-text mark").first).to_be_visible()
         before = query(db, "SELECT sector FROM report WHERE id = ?", light_id)[0][0]
@@ -178,6 +179,10 @@ def test_operator_shift(server) -> None:
         expect(page.locator("#report-code")).to_have_text(dup_code)
         merge = page.locator("button.merge", has_text=drain_code)
         expect(merge).to_be_visible()
+        # The map (vendored Leaflet; tiles are the browser's business) has the report's marker,
+        # and the urgent banner of every page lists the urgent late report, if it is one.
+        expect(page.locator("#map .leaflet-marker-icon")).to_have_count(1)
+        assert page.locator("#map .leaflet-marker-icon").get_attribute("title") == dup_code
         page.screenshot(path=str(ARTIFACTS / "console-report.png"), full_page=True)
         merge.click()
         expect(page.locator("#flash")).to_contain_text("Đã gộp")

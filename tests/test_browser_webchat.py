@@ -56,6 +56,8 @@ def test_file_a_report_in_the_web_chat(server: str) -> None:
         page = context.new_page()
         page.goto(server + "/")
         expect(page.locator("header h1")).to_have_text("Phản ánh hiện trường")
+        # A welcome says what to send before the citizen types anything.
+        expect(page.locator(".msg.bot.welcome")).to_contain_text("mô tả sự việc")
         page.fill("#text", "Cống thoát nước bị nghẹt, nước tràn lên mặt đường")
         page.click("#send")
         # The bot asks where; the citizen shares the browser's location with the button.
@@ -69,6 +71,11 @@ def test_file_a_report_in_the_web_chat(server: str) -> None:
         expect(done).to_be_visible(timeout=15000)
         code = re.search(r"PA-\d{4}-\d{6}", done.inner_text()).group(0)
         page.screenshot(path=str(ARTIFACTS / "webchat.png"), full_page=True)
+        # A reload keeps the conversation: what the citizen wrote and the tracking code.
+        page.reload()
+        expect(page.locator(".msg.me", has_text="Cống thoát nước bị nghẹt")).to_be_visible(
+            timeout=15000)
+        expect(page.locator(".msg.bot", has_text=code)).to_be_visible(timeout=15000)
         browser.close()
 
     import json

@@ -56,7 +56,8 @@ def test_every_channel_class_declares_its_own_traits() -> None:
 def test_traits(name: str, label: str, title: str, window: timedelta | None, sms_like: bool,
                 conversational: bool) -> None:
     assert traits_of(name) == ChannelTraits(label, title, window, sms_like, conversational,
-                                            spoken=name == "voice")
+                                            spoken=name == "voice",
+                                            direct_clients=name == "web")
 
 
 # --- the set the app builds ------------------------------------------------------------------

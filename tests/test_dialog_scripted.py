@@ -164,8 +164,9 @@ async def test_scripted_conversation(kind, settings_factory, gateway_client, dra
     await citizen.location(16.4698, 107.5796)
     await drain_app(app)
     summary = (await _seen(citizen))[-1]["text"]
-    assert "Phản ánh của bạn: Cống thoát nước bị vỡ nắp" in summary
-    assert "16.46980, 107.57960" in summary and "1 tệp" in summary
+    assert "Nội dung: Cống thoát nước bị vỡ nắp" in summary
+    assert "vị trí anh/chị đã chia sẻ" in summary and "1 ảnh/ghi âm" in summary
+    assert "16.46980" not in summary and "tệp" not in summary
     assert "Hạ tầng đô thị" in summary  # the sector the classifier suggests
 
     await citizen.press("confirm")
@@ -198,7 +199,9 @@ async def test_edit_updates_the_draft_and_abuse_is_flagged(settings_factory, gat
         citizen_row = (await s.exec(select(Citizen))).one()
     assert report.text == "Rác thải đổ đầu hẻm 7 Nguyễn Huệ, vcl bốc mùi"
     assert "abusive" in report.flags and citizen_row.abuse_flags == 1
-    assert any("không phù hợp" in m["text"] for m in citizen.seen())
+    # A polite request, never an accusation.
+    assert any("lời lẽ lịch sự" in m["text"] for m in citizen.seen())
+    assert not any("không phù hợp" in m["text"] for m in citizen.seen())
 
 
 async def test_shared_contact_links_identities(settings_factory, gateway_client, drain_app,

@@ -174,7 +174,8 @@ async def test_open311_sink_stores_service_request_id(make: Any, central: Any) -
     first, second = (r["form"] for r in central.requests)
     assert first["api_key"] == API_KEY and first["service_code"] == "ha_tang_do_thi"
     assert (first["lat"], first["long"]) == ("16.4637", "107.5909")
-    assert first["media_url"] == "http://gateway.test/media/2611/a.jpg"
+    assert first["media_url"].startswith("http://gateway.test/media/2611/a.jpg?exp=")
+    assert "&sig=" in first["media_url"]
     assert first["account_id"].startswith("CD-")
     assert second["address_string"] == "52 Hùng Vương, Huế" and "lat" not in second
     reports = sorted(await rows(services, Report), key=lambda r: r.id)

@@ -214,6 +214,8 @@ async def test_every_allowed_step_writes_what_it_should(world: World, start: Rep
         expected_keys.append(("notify", f"notify:{code}:{target}:{urn}"))
     if target == S.RESOLVED:
         expected_keys.append(("notify", f"rate:{code}"))
+    if target == S.MERGED:  # the original is at the centre: the centre learns of the link
+        expected_keys.append(("forward", f"link:{code}"))
     assert [(kind, key) for kind, key, _, _ in new] == expected_keys
     assert all(recipient in (None, urn) for _, _, recipient, _ in new)
     if target == S.REJECTED and start != S.DRAFT:

@@ -132,7 +132,7 @@ async def test_report_forward_status_rating_loop(settings_factory: Any, gateway_
     # 5. the citizen presses "4": stored, thanked, and forwarded as a second delivery
     await telegram_update(client, press(900000101, "rate:4", rate["reply_markup"]))
     await drain_app(client.app)
-    assert telegram.sent()[-1]["text"] == "Cảm ơn bạn đã đánh giá!"
+    assert telegram.sent()[-1]["text"] == "Trung tâm cảm ơn anh/chị đã đánh giá ạ!"
     # The dialog queued the rating's delivery with the rating itself; the catch-up job finds
     # nothing left to queue.
     assert await queue_new_ratings(services) == 0

@@ -79,7 +79,8 @@ async def test_queue_filters_and_orders_by_waiting_time(sessions) -> None:
     )
     async with sessions() as s:
         waiting, total = await console.queue(s, console.QueueFilter(), limit=10)
-        assert [x.id for x in waiting] == [r[2].id, r[3].id, r[1].id] and total == 3
+        # Urgent first, then the longest waiting.
+        assert [x.id for x in waiting] == [r[3].id, r[2].id, r[1].id] and total == 3
         everything, total = await console.queue(s, console.QueueFilter(status="all"), 10)
         assert r[0].id not in {x.id for x in everything} and total == 4
         zalo, _ = await console.queue(s, console.QueueFilter(channel="zalo"), 10)
@@ -91,7 +92,7 @@ async def test_queue_filters_and_orders_by_waiting_time(sessions) -> None:
                                         10)
         assert [x.id for x in urgent] == [r[3].id]
         first, total = await console.queue(s, console.QueueFilter(), limit=1)
-        assert [x.id for x in first] == [r[2].id] and total == 3  # total ignores the limit
+        assert [x.id for x in first] == [r[3].id] and total == 3  # total ignores the limit
 
 
 # Report page -------------------------------------------------------------------------------

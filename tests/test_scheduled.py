@@ -64,16 +64,42 @@ def test_working_calendar(start: str, hours: float, due: str) -> None:
 
 def test_deadlines_from_config() -> None:
     deadlines = Deadlines.load()
-    start = vn("2026-11-23 08:00")
+    start = vn("2026-11-30 08:00")  # a week without public holidays
 
     class R:
         def __init__(self, sector: str | None, urgent: bool = False) -> None:
             self.sector, self.urgent = sector, urgent
 
-    assert deadlines.due(R("dien"), start) == vn("2026-11-25 08:00")  # 2 days
-    assert deadlines.due(R("an_ninh_trat_tu"), start) == vn("2026-11-24 08:30")  # 8 hours
-    assert deadlines.due(R("dien", urgent=True), start) == vn("2026-11-23 14:00")  # 4 hours
-    assert deadlines.due(R(None), start) == vn("2026-12-07 08:00")  # default 10 days
+    assert deadlines.due(R("dien"), start) == vn("2026-12-02 08:00")  # 2 days
+    assert deadlines.due(R("an_ninh_trat_tu"), start) == vn("2026-12-01 08:30")  # 8 hours
+    assert deadlines.due(R("dien", urgent=True), start) == vn("2026-11-30 14:00")  # 4 hours
+    assert deadlines.due(R(None), start) == vn("2026-12-14 08:00")  # default 10 days
+
+
+@pytest.mark.parametrize(("day", "working"), [
+    ("2027-02-05", False),  # 30 Tết (lunar year's last day), a Friday
+    ("2027-02-08", False), ("2027-02-10", False),  # Mồng 3, mồng 5 Tết
+    ("2027-02-11", True),  # back to work
+    ("2027-04-16", False),  # Giỗ Tổ Hùng Vương, 10/3 âm lịch, a Friday
+    ("2028-04-04", False),  # Giỗ Tổ 2028 (a Tuesday): computed, never listed
+    ("2028-01-26", False),  # Tết 2028 (mồng 1 on 26/1)
+    ("2030-02-04", False),  # Tết 2030 (mồng 2)
+    ("2027-09-02", False), ("2027-04-30", False), ("2027-01-01", False),
+    ("2027-04-15", True), ("2027-02-03", True),
+])
+def test_lunar_holidays_of_any_year(day: str, working: bool) -> None:
+    calendar = Deadlines.load().calendar
+    assert calendar.is_workday(date.fromisoformat(day)) is working
+
+
+def test_province_extra_days_and_make_up_saturdays() -> None:
+    cal = WorkCalendar(country="VN", holidays=frozenset({date(2027, 3, 1)}),
+                       extra_workdays=frozenset({date(2027, 2, 20)}))
+    assert not cal.is_workday(date(2027, 3, 1))  # the province's own day off
+    assert cal.is_workday(date(2027, 2, 20))  # a make-up Saturday
+    # Tết 2027 is 4–10 February: half an hour on the 3rd, the rest on Thursday the 11th.
+    assert cal.add_working(vn("2027-02-03 16:30"), 1) == vn("2027-02-11 08:00")  # 29 Tết off
+    assert cal.add_working(vn("2027-02-05 16:00"), 1) == vn("2027-02-11 08:30")
 
 
 # --- reminders -----------------------------------------------------------------------------
@@ -101,14 +127,14 @@ async def test_supervisor_reminder_past_the_agency_deadline(services: Any) -> No
                                    sector=sector)
         async with services.sessions() as session:
             session.add(ReportHistory(report_id=report.id, status="forwarded",
-                                      at=vn("2026-11-23 08:00")))
+                                      at=vn("2026-11-30 08:00")))
             await session.commit()
-    now = vn("2026-11-26 09:00")  # 3 working days later: dien (2 days) is late
+    now = vn("2026-12-03 09:00")  # 3 working days later: dien (2 days) is late
     assert await remind_supervisors(services, now=now) == 1
     assert await remind_supervisors(services, now=now) == 0
     (row,) = await reminders(services)
     assert row.report_id == 1 and row.after["audience"] == "supervisors"
-    assert row.after["deadline"] == vn("2026-11-25 08:00").astimezone(ZoneInfo("UTC")).isoformat()
+    assert row.after["deadline"] == vn("2026-12-02 08:00").astimezone(ZoneInfo("UTC")).isoformat()
 
 
 # --- the weekly summary ------------------------------------------------------------------------
@@ -227,7 +253,7 @@ async def test_scheduler_jobs(settings_factory: Any) -> None:
     scheduler = build_scheduler(services, forwarder)
     assert {job.id for job in scheduler.get_jobs()} == {
         "close_expired_drafts", "refresh_channel_tokens", "deliver_forwards", "poll_central",
-        "queue_new_ratings", "reminders", "weekly_summary"}
+        "queue_new_ratings", "reminders", "weekly_summary", "push_alerts", "sweep_uploads"}
     await forwarder.close()
     broken = make_services(settings_factory(forward_sink="webhook", forward_url=""))
     assert make_forwarder(broken) is None  # logged; the gateway still starts

@@ -18,7 +18,7 @@ from speech_support import KO_TEXT, VI_HELLO, espeak_wav, sox, vosk_model_dir
 from channels.base import Attachment, MessageMeta, OutboundMessage, SendError
 from channels.registry import ChannelSet
 from channels.twilio_common import sign
-from channels.voice import VoiceChannel
+from channels.voice import EXPIRES_PARAM, TOKEN_PARAM, VoiceChannel, stream_token
 from gateway.domain.texts import Texts
 from gateway.keys import INGESTOR, SERVICES, SETTINGS
 from gateway.ops.metrics import Metrics
@@ -250,17 +250,37 @@ def stream_app(settings: Any, speech: Any) -> web.Application:
     return app
 
 
+SIGNED_UPGRADE = {"X-Twilio-Signature": sign(
+    tw.AUTH_TOKEN, "wss://paht.example.gov.vn/webhooks/twilio/media", {})}
+
+
+def call_parameters(caller: str | None = CALLER, call_sid: str = CALL_SID) -> dict[str, str]:
+    """The <Parameter>s our signed TwiML gives a call (From, expiry, per-call token)."""
+    import time
+
+    from channels.voice import VoiceConfig
+
+    config = VoiceConfig.from_settings(tw.make_settings())
+    expires = int(time.time()) + 600
+    params = {EXPIRES_PARAM: str(expires),
+              TOKEN_PARAM: stream_token(config, call_sid, caller or "", expires)}
+    if caller:
+        params["From"] = caller
+    return params
+
+
 async def replay(client: Any, payloads: list[str], *, headers: dict[str, str] | None = None,
                  custom: dict[str, str] | None = None, account: str = tw.ACCOUNT_SID,
                  stop: bool = True, dtmf_after: int | None = None) -> int | None:
     """Play a call into the route; returns the close code when the server hung up."""
-    ws = await client.ws_connect("/webhooks/twilio/media", headers=headers)
+    ws = await client.ws_connect("/webhooks/twilio/media",
+                                 headers=SIGNED_UPGRADE if headers is None else headers)
     await ws.send_json({"event": "connected", "protocol": "Call", "version": "1.0.0"})
     await ws.send_json({
         "event": "start", "sequenceNumber": "1", "streamSid": STREAM_SID,
         "start": {"streamSid": STREAM_SID, "accountSid": account, "callSid": CALL_SID,
                   "tracks": ["inbound"],
-                  "customParameters": {"From": CALLER} if custom is None else custom,
+                  "customParameters": call_parameters() if custom is None else custom,
                   "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000,
                                   "channels": 1}},
     })
@@ -328,7 +348,7 @@ async def test_stream_without_model_keeps_audio(aiohttp_client: Any, tmp_path: P
     settings = tw.make_settings(var_dir=tmp_path, voice_mode="stream")
     app = stream_app(settings, FakeSpeech(None))
     client = await aiohttp_client(app)
-    await replay(client, frames(mulaw_speech), custom={})
+    await replay(client, frames(mulaw_speech), custom=call_parameters(caller=None))
     (message,) = app[INGESTOR].messages
     assert message.text == ""
     assert message.sender == "call:" + CALL_SID  # no From parameter: the lead links the call
@@ -339,7 +359,7 @@ async def test_stream_without_model_keeps_audio(aiohttp_client: Any, tmp_path: P
 
 async def test_stream_hash_key_ends_the_call(aiohttp_client: Any, tmp_path: Path,
                                              mulaw_speech: bytes) -> None:
-    app = stream_app(tw.make_settings(var_dir=tmp_path), None)
+    app = stream_app(tw.make_settings(var_dir=tmp_path, voice_mode="stream"), None)
     client = await aiohttp_client(app)
     code = await replay(client, frames(mulaw_speech), dtmf_after=10, stop=True)
     assert code == aiohttp.WSCloseCode.OK  # we hung up: Twilio runs the TwiML after <Connect>
@@ -349,7 +369,8 @@ async def test_stream_hash_key_ends_the_call(aiohttp_client: Any, tmp_path: Path
 
 
 async def test_stream_time_limit_closes_the_socket(aiohttp_client: Any, tmp_path: Path) -> None:
-    app = stream_app(tw.make_settings(var_dir=tmp_path, voice_max_seconds=1), None)
+    app = stream_app(tw.make_settings(var_dir=tmp_path, voice_mode="stream",
+                                      voice_max_seconds=1), None)
     client = await aiohttp_client(app)
     silence = frames(b"\xff" * 8000 * 3)  # 3 s of μ-law silence
     await replay(client, silence, stop=True)
@@ -359,7 +380,7 @@ async def test_stream_time_limit_closes_the_socket(aiohttp_client: Any, tmp_path
 
 async def test_stream_dropped_connection_still_persists(aiohttp_client: Any, tmp_path: Path,
                                                         mulaw_speech: bytes) -> None:
-    app = stream_app(tw.make_settings(var_dir=tmp_path), None)
+    app = stream_app(tw.make_settings(var_dir=tmp_path, voice_mode="stream"), None)
     client = await aiohttp_client(app)
     await replay(client, frames(mulaw_speech)[:20], stop=False)
     await app[INGESTOR].arrived.wait()
@@ -369,15 +390,15 @@ async def test_stream_dropped_connection_still_persists(aiohttp_client: Any, tmp
 
 async def test_stream_from_another_account_is_dropped(aiohttp_client: Any, tmp_path: Path,
                                                       mulaw_speech: bytes) -> None:
-    app = stream_app(tw.make_settings(var_dir=tmp_path), None)
+    app = stream_app(tw.make_settings(var_dir=tmp_path, voice_mode="stream"), None)
     client = await aiohttp_client(app)
     await replay(client, frames(mulaw_speech)[:5], account="AC" + "9" * 32)
     assert app[INGESTOR].messages == []
 
 
-async def test_stream_signature_checked_when_present(aiohttp_client: Any, tmp_path: Path,
-                                                     mulaw_speech: bytes) -> None:
-    app = stream_app(tw.make_settings(var_dir=tmp_path), None)
+async def test_stream_signature_checked(aiohttp_client: Any, tmp_path: Path,
+                                        mulaw_speech: bytes) -> None:
+    app = stream_app(tw.make_settings(var_dir=tmp_path, voice_mode="stream"), None)
     client = await aiohttp_client(app)
     good = sign(tw.AUTH_TOKEN, "wss://paht.example.gov.vn/webhooks/twilio/media", {})
     await replay(client, frames(mulaw_speech)[:5], headers={"X-Twilio-Signature": good})
@@ -385,6 +406,14 @@ async def test_stream_signature_checked_when_present(aiohttp_client: Any, tmp_pa
     with pytest.raises(aiohttp.WSServerHandshakeError) as info:
         await client.ws_connect("/webhooks/twilio/media",
                                 headers={"X-Twilio-Signature": "Zm9yZ2Vk"})
+    assert info.value.status == 403
+    # No signature at all: refused too (it used to be accepted).
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await client.ws_connect("/webhooks/twilio/media")
+    assert info.value.status == 403
+    with pytest.raises(aiohttp.WSServerHandshakeError) as info:
+        await client.ws_connect("/webhooks/twilio/media",
+                                headers={"X-Twilio-Signature": "ch\u1eef-k\u00fd"})
     assert info.value.status == 403
 
 

@@ -1,19 +1,20 @@
-"""Operator accounts: argon2 password hashes, creation from the CLI, login with lock-out."""
+"""Operator accounts: argon2 password hashes, creation from the CLI, login checks."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from dataclasses import dataclass
-from datetime import timedelta
 
 from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from gateway.domain.login_guard import LoginGuard
 from gateway.settings import Settings
 from store import migrate
 from store.db import create_engine, is_sqlite, session_factory
-from store.models import Operator, OperatorAction, utcnow
+from store.models import Operator, OperatorAction
 from store.repos import operators as operators_repo
 
 _hasher = PasswordHasher()
@@ -58,7 +59,7 @@ async def add_operator(
         await engine.dispose()
 
 
-# Login with lock-out ------------------------------------------------------------------------
+# Login ----------------------------------------------------------------------------------------
 
 _DUMMY_HASH = _hasher.hash("paht-timing-equaliser")
 
@@ -68,49 +69,37 @@ class LoginResult:
     """What a login attempt came to: the operator on success, or why not."""
 
     operator: Operator | None
-    error: str | None = None  # "bad_credentials" | "locked" | "disabled"
+    error: str | None = None  # always "bad_credentials": every failure answers the same
 
 
 async def attempt_login(
-    session: AsyncSession, settings: Settings, username: str, password: str, ip: str = ""
+    session: AsyncSession, settings: Settings, username: str, password: str, ip: str = "",
+    guard: LoginGuard | None = None,
 ) -> LoginResult:
-    """Check credentials, count failures in the lock-out window, lock after too many.
+    """Check credentials; unknown, wrong, disabled all answer "bad_credentials".
 
-    Every attempt is written to the audit log (login, login_failed, locked); the caller
-    commits. A locked account refuses even the right password until the lock expires.
+    No account is locked: throttling is per (account, IP) in `LoginGuard`, before this runs.
+    The password is checked (in a thread, within the guard's bounded slots) for unknown users
+    too, so timing tells nothing. Failures are counted in the database with one atomic
+    UPDATE; every attempt is written to the audit log. The caller commits; HashingBusy
+    propagates when too many checks are running.
     """
-    now = utcnow()
     op = await operators_repo.by_username(session, username)
+    stored = op.password_hash if op is not None else _DUMMY_HASH
+    async with guard.hashing() if guard is not None else contextlib.nullcontext():
+        ok = await asyncio.to_thread(check_password, stored, password)
     if op is None:
-        await asyncio.to_thread(check_password, _DUMMY_HASH, password)  # same timing
         session.add(OperatorAction(action="login_failed", note=f"unknown user ({ip})"[:200]))
         return LoginResult(None, "bad_credentials")
-    if op.locked_until is not None and op.locked_until > now:
-        session.add(OperatorAction(operator_id=op.id, action="login_refused",
-                                   note=f"locked ({ip})"))
-        return LoginResult(None, "locked")
-    ok = await asyncio.to_thread(check_password, op.password_hash, password)
-    if ok and not op.active:
+    if ok and op.active:
+        await operators_repo.reset_login_failures(session, op.id or 0)
+        session.add(OperatorAction(operator_id=op.id, action="login", note=ip or None))
+        await session.refresh(op)
+        return LoginResult(op)
+    if ok:
         session.add(OperatorAction(operator_id=op.id, action="login_refused",
                                    note=f"disabled ({ip})"))
-        return LoginResult(None, "disabled")
-    if ok:
-        op.failed_logins = 0
-        op.locked_until = None
-        session.add(op)
-        session.add(OperatorAction(operator_id=op.id, action="login", note=ip or None))
-        return LoginResult(op)
-    window = timedelta(minutes=settings.login_lockout_minutes)
-    failures = await operators_repo.recent_login_failures(session, op.id or 0,
-                                                          now - window) + 1
-    session.add(OperatorAction(operator_id=op.id, action="login_failed", note=ip or None))
-    op.failed_logins = failures
-    if failures >= settings.login_max_failures:
-        op.locked_until = now + window
-        op.failed_logins = 0
-        await session.flush()
-        session.add(OperatorAction(operator_id=op.id, action="locked",
-                                   after={"until": op.locked_until.isoformat()}))
-    session.add(op)
-    return LoginResult(None, "locked" if op.locked_until and op.locked_until > now
-                       else "bad_credentials")
+    else:
+        await operators_repo.count_login_failure(session, op.id or 0)
+        session.add(OperatorAction(operator_id=op.id, action="login_failed", note=ip or None))
+    return LoginResult(None, "bad_credentials")

@@ -1,5 +1,7 @@
-"""The one dialog every channel shares: join messages into a draft, ask for what is missing
-once, summarise, submit on confirmation (or when the window closes), answer commands.
+"""The one dialog every channel shares: an intent step (gateway/domain/intents.py), then the
+state machine: emergency advice first; join messages into a draft; ask once for what is
+missing (the place, what a photo shows, what happens at a place); summarise; submit on
+confirmation (or when the window closes, if the draft describes a problem).
 
 State lives in the `conversation` table, so it survives restarts and works with several
 gateway processes (the worker processes one event at a time per row lock/claim).
@@ -8,37 +10,26 @@ gateway processes (the worker processes one event at a time per row lock/claim).
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
-from datetime import timedelta
+from functools import partial
 
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import Button, InboundMessage
 from gateway.domain import reports
-from gateway.domain.lifecycle import GATEWAY
-from gateway.domain.replies import CANCEL, CODE_RE, CONFIRM, Outcome, Replies, Reply
+from gateway.domain.dialog_acts import EMERGENCY_STATE, DialogCore, cancel_quietly
+from gateway.domain.intents import Intent
+from gateway.domain.replies import CANCEL, CONFIRM, SPLIT, TOGETHER, Outcome, Reply
 from gateway.domain.texts import fold
-from gateway.services import Services
 from store.models import Citizen, Conversation, Report, ReportStatus, utcnow
 from store.repos import citizens as citizens_repo
-from store.repos import conversations as conversations_repo
 
 log = logging.getLogger("paht.dialog")
 
-Handler = Callable[[AsyncSession, InboundMessage, "Conversation", str], Awaitable["Outcome"]]
+__all__ = ["Dialog"]
 
 
-class Dialog:
+class Dialog(DialogCore):
     """Handles one inbound message inside the caller's transaction."""
-
-    def __init__(self, services: Services) -> None:
-        self.s = services
-        self.t = services.texts
-        self.window = timedelta(minutes=services.settings.conversation_window_minutes)
-        self.life = services.lifecycle
-        self.r = Replies(services.texts, services.classifier, services.channels)
-
-    # -- entry point ---------------------------------------------------------------------
 
     async def handle(
         self, session: AsyncSession, msg: InboundMessage, citizen: Citizen,
@@ -48,273 +39,271 @@ class Dialog:
     ) -> Outcome:
         """Decide what `msg` means and update the draft; returns the replies to send."""
         conv = await self._conversation(session, msg, citizen, known)
-        folded = fold(msg.text)
-        if msg.kind in ("follow",):
-            return Outcome([Reply(self.t.get("dialog.welcome"))])
+        outcome = await self._handle(session, msg, citizen, conv, extra_attachments or [],
+                                     transcript, transcript_confidence, flags or [])
+        # Zalo and SMS number the buttons: remember what "1", "2"… stand for.
+        with_buttons = [r for r in outcome.replies if r.buttons]
+        if with_buttons:
+            conv.options = [b.payload for b in with_buttons[-1].buttons if b.kind != "contact"]
+            session.add(conv)
+        elif outcome.replies and conv.options:
+            conv.options = []
+            session.add(conv)
+        return outcome
+
+    async def _handle(
+        self, session: AsyncSession, msg: InboundMessage, citizen: Citizen, conv: Conversation,
+        media: list[dict], transcript: str | None, confidence: float | None, flags: list[str],
+    ) -> Outcome:
+        lang = conv.lang or "vi"
+        if msg.kind == "follow":
+            return Outcome([Reply(self.t.get("dialog.welcome", lang))])
         if msg.kind in ("unfollow", "status"):
             return Outcome(ignored=True)
         if msg.kind == "contact":
-            return await self._contact(session, msg, citizen)
-        command = self._command(msg, folded)
-        if command is not None:
-            await session.flush()  # a status look-up must see this batch's reports too
-            return await command(session, msg, conv, folded)
-        draft = await self._open_draft(session, conv)
+            return await self._contact(msg, lang)
+        prefix: list[Reply] = []
+        draft = await self._draft(session, conv)
+        if draft is not None and self._expired(conv):
+            # The window closed but the expiry job has not run yet: close it now (submitted
+            # only if it describes a problem), and this message starts afresh.
+            prefix = (await self.close_expired(session, conv)).replies
+            draft = None
+        if conv.state == EMERGENCY_STATE and self._expired(conv):
+            self._reset(session, conv)
+        text = msg.text.strip()
+        payload = self._payload(msg, conv, text)
+        if payload is not None:
+            if prefix and payload in (CONFIRM, CANCEL):
+                return Outcome(prefix)  # the window closed first: the draft is settled
+            return await self._postback(session, msg, citizen, conv, draft, payload, lang)
+        folded = fold(text)
         if conv.state == "rating" and folded in {"1", "2", "3", "4", "5"}:
             return await self._rate(session, conv, int(folded))
-        has_content = bool(msg.text.strip() or msg.attachments or msg.location or transcript)
-        if draft is None and not has_content:
-            return Outcome([Reply(self.t.get("dialog.sticker"))], ignored=True)
-        spoken = self.s.channels.traits(msg.channel).spoken
-        if draft is None and not spoken and self._small_talk(folded, msg.text):
-            key = "dialog.thanks" if folded in self.t.words("thanks") else "dialog.greeting"
-            return Outcome([Reply(self.t.get(key))], ignored=True)
-        if draft is None:
-            draft = await self._new_draft(session, msg, citizen, conv)
-        had_place = self._has_place(draft)
-        self._absorb(draft, msg, extra_attachments or [], transcript, transcript_confidence)
-        if flags:
-            draft.flags = sorted({*draft.flags, *flags})
-        abusive = self._abusive(folded)
-        if abusive and "abusive" not in draft.flags:
-            draft.flags = [*draft.flags, "abusive"]
+        if folded in self.t.words("help"):
+            return Outcome([Reply(self.t.get("dialog.help", lang))], ignored=True)
+        if folded in self.t.words("phone"):
+            button = Button(self.t.get("dialog.ask_phone_button", lang), "phone", "contact")
+            return Outcome([Reply(self.t.get("dialog.ask_phone", lang), (button,))], ignored=True)
+        words = text or (transcript or "")
+        norm = self.intents.normalize(words)
+        intent = self.intents.detect(words, conv.state, norm)
+        if intent.lang == "en" or norm.has_diacritics:
+            lang = conv.lang = intent.lang
+            session.add(conv)
+        absorb = partial(self._absorb, msg=msg, attachments=media, transcript=transcript,
+                         confidence=confidence, flags=flags)
+        if intent.name == "emergency":
+            out = await self._emergency(session, msg, conv, citizen, intent, draft, absorb, lang)
+            return self._flag_abuse(session, citizen, out.report, intent, out, lang, prefix)
+        if conv.state == EMERGENCY_STATE and conv.memo.get("emergency_report"):
+            report = await session.get(Report, int(conv.memo["emergency_report"]))
+            if (report is not None and (text or msg.location is not None)
+                    and intent.name in ("report", "correction")):
+                return await self._emergency_more(session, msg, conv, report, lang)
+        act = await self._by_intent(session, msg, citizen, conv, draft, intent, lang, absorb)
+        if act is None:
+            act = await self._report(session, msg, citizen, conv, draft, intent, lang, absorb)
+        act.replies[:0] = prefix
+        return act
+
+    async def _by_intent(self, session: AsyncSession, msg: InboundMessage, citizen: Citizen,
+                         conv: Conversation, draft: Report | None, intent: Intent, lang: str,
+                         absorb: partial[None]) -> Outcome | None:
+        """Intents that never become report text; None for a report (or more information)."""
+        name = intent.name
+        if name == "status":
+            return await self._status(session, citizen, intent, lang)
+        if name == "out_of_scope":
+            key = f"out_of_scope.{intent.topic}"
+            key = key if self.t.has(key, lang) else "out_of_scope.default"
+            return Outcome([Reply(self.t.get(key, lang, **self.intents.services))], ignored=True)
+        if name == "cancel":
+            return await self._cancel(session, conv, draft, lang)
+        if name == "abuse":
             citizen.abuse_flags += 1
             session.add(citizen)
-        conv.last_activity_at = utcnow()
-        conv.expires_at = conv.last_activity_at + self.window
-        session.add(draft)
-        session.add(conv)
-        await session.flush()
-        prefix = [Reply(self.t.get("dialog.abuse_warning"))] if abusive else []
-        return await self._next_step(session, msg, conv, draft, prefix, had_place)
-
-    # -- steps ---------------------------------------------------------------------------
-
-    async def _next_step(
-        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, draft: Report,
-        prefix: list[Reply], had_place: bool,
-    ) -> Outcome:
-        if self.s.channels.traits(msg.channel).spoken:  # a call: nothing to ask, submit it
-            return await self._submit(session, conv, draft, prefix)
-        has_place = self._has_place(draft)
-        if not has_place and "place" not in conv.asked:
-            conv.asked = [*conv.asked, "place"]
-            conv.state = "collecting"
-            session.add(conv)
-            buttons = () if self.r.sms_like(msg.channel) else (
-                Button(self.t.get("dialog.ask_place_button"), "location", "location"),)
-            text = self.r.text(msg.channel, "ask_place")
-            return Outcome([*prefix, Reply(text, buttons)], draft)
-        if not self.s.channels.traits(msg.channel).conversational:
-            # SMS: every message costs the citizen money — submit as soon as we have a place
-            # or after one question.
-            return await self._submit(session, conv, draft, prefix)
-        place_arrived = has_place and not had_place
-        if conv.state == "confirming" and not place_arrived:
-            return Outcome([*prefix, Reply(self.t.get("dialog.added"), self.r.confirm_buttons())],
-                           draft)
-        if not has_place and not msg.text.strip():
-            # A photo while we wait for the place: acknowledge it, the question stands.
-            return Outcome([*prefix, Reply(self.t.get("dialog.added"))], draft)
-        # The place arrived, or the citizen answered in words we could not place: summarise.
-        conv.state = "confirming"
-        session.add(conv)
-        return Outcome([*prefix, Reply(self.r.summary(draft), self.r.confirm_buttons())], draft)
-
-    async def _submit(
-        self, session: AsyncSession, conv: Conversation, draft: Report, prefix: list[Reply]
-    ) -> Outcome:
-        await reports.submit(session, self.s, draft)
-        conv.state = "idle"
-        conv.report_id = None
-        conv.asked = []
-        conv.expires_at = None
-        session.add(conv)
-        return Outcome([*prefix, Reply(self.r.submitted(draft))], draft)
-
-    async def close_expired(self, session: AsyncSession, conv: Conversation) -> Outcome:
-        """Submit the draft of a conversation whose window has closed."""
-        draft = await self._open_draft(session, conv, allow_expired=True)
-        if draft is None or (not reports.report_text(draft) and not draft.attachments):
-            conv.state, conv.report_id, conv.asked, conv.expires_at = "idle", None, [], None
-            session.add(conv)
+            return Outcome([Reply(self.t.get("dialog.abuse_only", lang))], ignored=True)
+        has_media = bool(msg.attachments or msg.location)
+        if name == "confirm" and not has_media:
+            if draft is not None and (reports.report_text(draft) or draft.attachments):
+                return await self._submit(session, conv, draft, [], lang)
+            return Outcome([Reply(self.t.get("dialog.ack", lang))], ignored=True)
+        if name == "deny" and not has_media:
             if draft is not None:
-                await self.life.cancel_draft(session, draft, "empty_draft", GATEWAY)
-            return Outcome(ignored=True)
-        return await self._submit(session, conv, draft, [])
-
-    # -- commands ------------------------------------------------------------------------
-
-    def _command(self, msg: InboundMessage, folded: str) -> Handler | None:
-        if msg.kind == "postback" and msg.postback:
-            if msg.postback == CONFIRM:
-                return self._cmd_confirm
-            if msg.postback == CANCEL:
-                return self._cmd_cancel
-            if msg.postback.startswith("rate:"):
-                return self._cmd_rate
-            if msg.postback == "location":
+                self._touch(session, conv)
+                return Outcome([Reply(self.t.get("dialog.ask_correction", lang))], draft)
+            return Outcome([Reply(self.t.get("dialog.greeting", lang))], ignored=True)
+        if name == "correction" and draft is not None and reports.report_text(draft):
+            if self._correct(draft, intent, msg):
+                draft.updated_at = utcnow()
+                session.add(draft)
+                self._touch(session, conv)
+                conv.state = "confirming"
+                reply = Reply(f"{self.t.get('dialog.corrected', lang)}\n\n"
+                              f"{self.r.summary(draft, lang)}", self.r.confirm_buttons(lang))
+                return Outcome([reply], draft)
+            return None  # nothing to replace: it is more information
+        if name in ("thanks", "ack", "greeting") and not has_media:
+            if self.s.channels.traits(msg.channel).spoken:
                 return None
-        head = folded.split(" ", 1)[0] if folded else ""
-        two = " ".join(folded.split(" ")[:2])
-        if folded in self.t.words("help"):
-            return self._cmd_help
-        status_words = self.t.words("status")
-        if (head in status_words or two in status_words) and (
-            CODE_RE.search(msg.text) or folded in status_words
-        ):
-            return self._cmd_status
-        if CODE_RE.fullmatch(msg.text.strip()):
-            return self._cmd_status
-        if folded in self.t.words("cancel"):
-            return self._cmd_cancel
-        if folded in self.t.words("phone"):
-            return self._cmd_phone
-        if folded in self.t.words("confirm"):
-            return self._cmd_confirm_word
+            key = {"thanks": "dialog.thanks", "ack": "dialog.ack"}.get(name, "dialog.greeting")
+            if draft is not None and name == "greeting":
+                key = "dialog.greeting"
+            return Outcome([Reply(self.t.get(key, lang))], ignored=True)
         return None
 
-    async def _cmd_help(
-        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
-    ) -> Outcome:
-        return Outcome([Reply(self.t.get("dialog.help"))], ignored=True)
+    async def _postback(self, session: AsyncSession, msg: InboundMessage, citizen: Citizen,
+                        conv: Conversation, draft: Report | None, payload: str,
+                        lang: str) -> Outcome:
+        if payload == CONFIRM:
+            if draft is None:
+                return Outcome([Reply(self.t.get("dialog.nothing_to_cancel", lang))],
+                               ignored=True)
+            return await self._submit(session, conv, draft, [], lang)
+        if payload == CANCEL:
+            return await self._cancel(session, conv, draft, lang)
+        if payload.startswith("rate:"):
+            try:
+                return await self._rate(session, conv, int(payload.split(":")[1]))
+            except (IndexError, ValueError):
+                return Outcome(ignored=True)
+        if payload == "location":
+            return Outcome([Reply(self.t.get("dialog.ask_place_how", lang))], ignored=True)
+        if payload == "phone":
+            button = Button(self.t.get("dialog.ask_phone_button", lang), "phone", "contact")
+            return Outcome([Reply(self.t.get("dialog.ask_phone", lang), (button,))], ignored=True)
+        if payload in (SPLIT, TOGETHER) and draft is not None:
+            return await self._split(session, msg, citizen, conv, draft, payload == SPLIT, lang)
+        return Outcome(ignored=True)
 
-    async def _cmd_status(
-        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
-    ) -> Outcome:
-        match = CODE_RE.search(msg.text)
-        if match is None:
-            return Outcome([Reply(self.t.get("dialog.status_usage"))], ignored=True)
-        report = await reports.find_by_code(session, match.group(1))
-        if report is None:
-            text = self.t.get("dialog.status_not_found", code=match.group(1).upper())
-            return Outcome([Reply(text)], ignored=True)
-        return Outcome([Reply(await self.life.status_line(session, report))], ignored=True)
+    def _payload(self, msg: InboundMessage, conv: Conversation, text: str) -> str | None:
+        """A pressed button, or a digit answering numbered buttons (Zalo, SMS)."""
+        if msg.kind == "postback" and msg.postback:
+            return msg.postback
+        if text.isdigit() and conv.options and conv.state != "rating":
+            n = int(text)
+            if 1 <= n <= len(conv.options):
+                return conv.options[n - 1]
+        return None
 
-    async def _cmd_cancel(
-        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
-    ) -> Outcome:
-        draft = await self._open_draft(session, conv)
-        if draft is None:
-            return Outcome([Reply(self.t.get("dialog.nothing_to_cancel"))], ignored=True)
-        await self.life.cancel_draft(session, draft, "cancelled_by_citizen")
-        conv.state, conv.report_id, conv.asked, conv.expires_at = "idle", None, [], None
-        session.add(conv)
-        return Outcome([Reply(self.t.get("dialog.cancelled"))], draft)
+    # -- the report itself --------------------------------------------------------------
 
-    async def _cmd_phone(
-        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
-    ) -> Outcome:
-        button = Button(self.t.get("dialog.ask_phone_button"), "phone", "contact")
-        return Outcome([Reply(self.t.get("dialog.ask_phone"), (button,))], ignored=True)
-
-    async def _cmd_confirm(
-        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
-    ) -> Outcome:
-        draft = await self._open_draft(session, conv, allow_expired=True)
-        if draft is None:
-            return Outcome([Reply(self.t.get("dialog.nothing_to_cancel"))], ignored=True)
-        return await self._submit(session, conv, draft, [])
-
-    async def _cmd_confirm_word(
-        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
-    ) -> Outcome:
-        if conv.state == "confirming" and await self._open_draft(session, conv) is not None:
-            return await self._cmd_confirm(session, msg, conv, folded)
-        if conv.state == "rating" and folded in {"1", "2", "3", "4", "5"}:
-            return await self._rate(session, conv, int(folded))
-        # "ok"/"có" outside a confirmation is small talk, not a report.
-        return Outcome([Reply(self.t.get("dialog.greeting"))], ignored=True)
-
-    async def _cmd_rate(
-        self, session: AsyncSession, msg: InboundMessage, conv: Conversation, folded: str
-    ) -> Outcome:
-        try:
-            value = int((msg.postback or "").split(":")[1])
-        except (IndexError, ValueError):
-            return Outcome(ignored=True)
-        return await self._rate(session, conv, value)
-
-    async def _rate(self, session: AsyncSession, conv: Conversation, value: int) -> Outcome:
-        if not 1 <= value <= 5 or conv.report_id is None:
-            return Outcome(ignored=True)
-        report = await session.get(Report, conv.report_id)
-        if report is None:
-            return Outcome(ignored=True)
-        await self.life.rate(session, report, value)  # the centre gets the rating too
-        conv.state, conv.report_id = "idle", None
-        session.add(conv)
-        return Outcome([Reply(self.t.get("notify.rated"))], report)
-
-    async def _contact(
-        self, session: AsyncSession, msg: InboundMessage, citizen: Citizen
-    ) -> Outcome:
-        if not msg.contact_phone:
-            return Outcome([Reply(self.t.get("dialog.phone_not_own"))], ignored=True)
-        return Outcome([Reply(self.t.get("dialog.phone_saved", phone=msg.contact_phone))],
-                       ignored=True)
-
-    # -- helpers -------------------------------------------------------------------------
-
-    async def _conversation(
-        self, session: AsyncSession, msg: InboundMessage, citizen: Citizen,
-        known: citizens_repo.Known | None = None,
-    ) -> Conversation:
-        if known is not None and msg.sender in known.conversations:
-            conv = known.conversations[msg.sender]  # read (and locked) for the whole batch
-        else:
-            conv = await conversations_repo.conversation_of(session, msg.sender, lock=True)
-        if conv is None:
-            conv = Conversation(sender=msg.sender, channel=msg.channel, citizen_id=citizen.id or 0)
-            session.add(conv)
-            if known is None:
-                await session.flush()
-            else:  # the batch flushes it with the draft; the next message finds it here
-                known.conversations[msg.sender] = conv
-        elif conv.citizen_id != citizen.id:
-            conv.citizen_id = citizen.id or 0
-            session.add(conv)
-        return conv
-
-    async def _open_draft(
-        self, session: AsyncSession, conv: Conversation, allow_expired: bool = False
-    ) -> Report | None:
-        if conv.report_id is None or conv.state == "rating":
-            return None
-        report = await session.get(Report, conv.report_id)
-        if report is None or report.status != ReportStatus.DRAFT:
-            return None
-        if not allow_expired and conv.expires_at is not None and conv.expires_at < utcnow():
-            # The window closed but the expiry job has not run yet: submit it now, and the
-            # new message starts a new draft.
-            await reports.submit(session, self.s, report)
-            conv.state, conv.report_id, conv.asked, conv.expires_at = "idle", None, [], None
-            session.add(conv)
-            return None
-        return report
-
-    async def _new_draft(
-        self, session: AsyncSession, msg: InboundMessage, citizen: Citizen, conv: Conversation
-    ) -> Report:
-        draft = Report(
-            channel=msg.channel, citizen_id=citizen.id or 0, sender=msg.sender,
-            status=ReportStatus.DRAFT
-        )
-        session.add(draft)
-        await session.flush()
-        conv.report_id = draft.id
-        conv.state = "collecting"
-        conv.asked = []
-        return draft
-
-    def _absorb(
-        self, draft: Report, msg: InboundMessage, attachments: list[dict],
-        transcript: str | None, confidence: float | None,
-    ) -> None:
+    async def _report(self, session: AsyncSession, msg: InboundMessage, citizen: Citizen,
+                      conv: Conversation, draft: Report | None, intent: Intent, lang: str,
+                      absorb: partial[None]) -> Outcome:
         text = msg.text.strip()
-        if msg.kind == "edit" and draft.text and "\n" not in draft.text:
+        has_content = bool(text or msg.attachments or msg.location or absorb.keywords.get(
+            "transcript"))
+        if draft is None and not has_content:
+            return Outcome([Reply(self.t.get("dialog.sticker", lang))], ignored=True)
+        if draft is None:
+            draft = await self._new_draft(session, msg, citizen, conv)
+        had_text = bool(reports.report_text(draft))
+        place_only = (not had_text and bool(text) and msg.location is None
+                      and self._only_a_place(text))
+        absorb(draft, keep_text=not place_only)
+        out = self._flag_abuse(session, citizen, draft, intent, Outcome(report=draft), lang, [])
+        self._touch(session, conv)
+        await self._keep_draft(session, conv, draft)
+        if text and not self.s.channels.traits(msg.channel).spoken:
+            parts = self._two_problems(text)
+            if parts is not None and self.s.channels.traits(msg.channel).conversational:
+                conv.memo = {**conv.memo, "split": parts[0], "sectors": parts[1]}
+        nxt = await self._next_step(session, msg, conv, draft, lang, place_only)
+        nxt.replies[:0] = out.replies
+        return nxt
+
+    def _only_a_place(self, text: str) -> bool:
+        """The message names a place and nothing that happens there."""
+        clf = self.s.classifier
+        if clf is None:
+            return False
+        result = clf.classify(text)
+        return bool(result.address) and not any(m.sector != "khac" for m in result.matches)
+
+    async def _next_step(self, session: AsyncSession, msg: InboundMessage, conv: Conversation,
+                         draft: Report, lang: str, place_only: bool) -> Outcome:
+        traits = self.s.channels.traits(msg.channel)
+        if traits.spoken:  # a call: nothing to ask, submit it
+            return await self._submit(session, conv, draft, [], lang)
+        has_text = bool(reports.report_text(draft))
+        has_place = self._has_place(draft)
+        conv.state = "collecting"
+        if not has_text:
+            if draft.attachments and "photo_what" not in conv.asked:
+                conv.asked = [*conv.asked, "photo_what"]
+                return Outcome([Reply(self.t.get("dialog.ask_photo_what", lang))], draft)
+            if has_place and "what" not in conv.asked:
+                conv.asked = [*conv.asked, "what"]
+                return Outcome([Reply(self.r.text(msg.channel, "ask_what", lang,
+                                                  place=self.r.place(draft, lang)))], draft)
+            return Outcome([Reply(self.t.get("dialog.added", lang))], draft)
+        if not has_place and "place" not in conv.asked:
+            conv.asked = [*conv.asked, "place"]
+            buttons = () if self.r.sms_like(msg.channel) else (
+                Button(self.t.get("dialog.ask_place_button", lang), "location", "location"),)
+            return Outcome([Reply(self.r.text(msg.channel, "ask_place", lang), buttons)], draft)
+        if not traits.conversational:
+            # SMS: every message costs the citizen money — submit as soon as we have a place
+            # or after one question.
+            return await self._submit(session, conv, draft, [], lang)
+        if not has_place and not msg.text.strip():
+            # A photo while we wait for the place: acknowledged, the question stands.
+            return Outcome([Reply(self.t.get("dialog.added", lang))], draft)
+        if "split" in conv.memo and "split_offered" not in conv.asked:
+            conv.asked = [*conv.asked, "split_offered"]
+            conv.state = "confirming"
+            sectors = ", ".join(self.r.sector_name(s, lang) for s in conv.memo["sectors"])
+            text = self.t.get("dialog.two_problems", lang, count=2, sectors=sectors)
+            return Outcome([Reply(text, self.r.split_buttons(2, lang))], draft)
+        conv.state = "confirming"
+        summary = self.r.summary(draft, lang)
+        if "photo" not in conv.asked and self.r.photo_helps(draft):
+            conv.asked = [*conv.asked, "photo"]
+            summary = f"{summary}\n{self.t.get('dialog.ask_photo', lang)}"
+        return Outcome([Reply(summary, self.r.confirm_buttons(lang))], draft)
+
+    async def _split(self, session: AsyncSession, msg: InboundMessage, citizen: Citizen,
+                     conv: Conversation, draft: Report, split: bool, lang: str) -> Outcome:
+        parts = conv.memo.get("split")
+        if not split or not parts:
+            conv.memo = {k: v for k, v in conv.memo.items() if k not in ("split", "sectors")}
+            conv.state = "confirming"
+            session.add(conv)
+            return Outcome([Reply(self.r.summary(draft, lang), self.r.confirm_buttons(lang))],
+                           draft)
+        first, second = parts
+        if second in draft.text:  # the earlier lines and the first problem stay here
+            kept = draft.text.replace(second, "").rstrip(" ,;.\n")
+            for sep in (" và", " còn", " va", " con", " and"):
+                kept = kept.removesuffix(sep)
+            draft.text = kept.rstrip(" ,;.") or first
+        else:
+            draft.text = first
+        other = Report(channel=draft.channel, citizen_id=draft.citizen_id, sender=draft.sender,
+                       status=ReportStatus.DRAFT, text=second, lat=draft.lat, lon=draft.lon,
+                       address=draft.address, attachments=list(draft.attachments),
+                       flags=[f for f in draft.flags if f == "abusive"])
+        session.add(other)
+        await session.flush([other])  # only its id is needed now; the rest goes at commit
+        done = []
+        for report in (draft, other):
+            self._mark(report)
+            await reports.submit(session, self.s, report)
+            done.append(report)
+        self._reset(session, conv)
+        codes = ", ".join(r.code or "" for r in done)
+        key = "dialog.submitted_many"
+        return Outcome([Reply(self.t.get(key, lang, count=len(done), codes=codes))], draft)
+
+    def _absorb(self, draft: Report, *, msg: InboundMessage, attachments: list[dict],
+                transcript: str | None, confidence: float | None, flags: list[str],
+                keep_text: bool = True) -> None:
+        text = msg.text.strip()
+        if keep_text and msg.kind == "edit" and draft.text and "\n" not in draft.text:
             draft.text = text  # an edit of the only message so far replaces it
-        elif text and msg.postback is None:
+        elif keep_text and text and msg.postback is None:
             draft.text = f"{draft.text}\n{text}" if draft.text else text
         if transcript is not None:
             draft.transcript = (
@@ -327,28 +316,65 @@ class Dialog:
             draft.lat, draft.lon = msg.location.lat, msg.location.lon
             if msg.location.address:
                 draft.address = msg.location.address
-        if not draft.address and self.s.classifier is not None and text:
-            place = self.s.classifier.classify(text).address
+        if flags:
+            draft.flags = sorted({*draft.flags, *flags})
+        if not draft.address:
+            place = self._place_from(msg, text)
             if place:
                 draft.address = place
         draft.updated_at = utcnow()
 
-    def _has_place(self, draft: Report) -> bool:
-        return draft.lat is not None or bool(draft.address)
+    def _flag_abuse(self, session: AsyncSession, citizen: Citizen, report: Report | None,
+                    intent: Intent, out: Outcome, lang: str, prefix: list[Reply]) -> Outcome:
+        """Real abuse: the report is flagged for operators and a polite word goes first."""
+        out.replies[:0] = prefix
+        if not intent.abusive or report is None:
+            return out
+        if "abusive" not in report.flags:
+            report.flags = sorted({*report.flags, "abusive"})
+            citizen.abuse_flags += 1
+            session.add(citizen)
+            session.add(report)
+        out.replies.insert(len(prefix), Reply(self.t.get("dialog.abuse_warning", lang)))
+        return out
 
-    def _small_talk(self, folded: str, text: str) -> bool:
-        if not folded:
-            return False
-        if folded in self.t.words("greetings") or folded in self.t.words("thanks"):
+    # -- the window -----------------------------------------------------------------------
+
+    async def close_expired(self, session: AsyncSession, conv: Conversation) -> Outcome:
+        """Close a draft whose window has closed: submitted only if it describes a problem.
+
+        Greetings, thanks, questions and status queries never become draft text, so an
+        empty draft is closed quietly; a photo without words goes to an operator (flag
+        `photo_only`); a draft without a place is marked `no_place` for review.
+        """
+        lang = conv.lang or "vi"
+        draft = await self._draft(session, conv)
+        if conv.state == EMERGENCY_STATE:
+            self._reset(session, conv)
+            return Outcome(ignored=True)
+        if draft is None:
+            self._reset(session, conv)
+            return Outcome(ignored=True)
+        text = reports.report_text(draft)
+        if not text.strip() and not draft.attachments:
+            self._reset(session, conv)
+            await cancel_quietly(session, self.s, draft, "empty_draft")
+            return Outcome(ignored=True)
+        if text.strip() and not draft.attachments and not self._describes_problem(text):
+            self._reset(session, conv)
+            await cancel_quietly(session, self.s, draft, "not_a_problem")
+            return Outcome(ignored=True)
+        return await self._submit(session, conv, draft, [], lang)
+
+    def _describes_problem(self, text: str) -> bool:
+        """False for a question or small talk the intent step did not catch."""
+        clf = self.s.classifier
+        if clf is None:
             return True
-        words = folded.split()
-        if len(words) <= 4 and self.s.classifier is not None:
-            result = self.s.classifier.classify(text)
-            # Greetings and thanks match only `khac` phrases; any real sector phrase means
-            # the citizen is reporting something, however short.
-            return result.sector == "khac" and all(m.sector == "khac" for m in result.matches)
-        return False
-
-    def _abusive(self, folded: str) -> bool:
-        words = set(folded.split())
-        return any((" " in bad and bad in folded) or bad in words for bad in self.t.words("abuse"))
+        result = clf.classify(text)
+        if any(m.sector != "khac" for m in result.matches):
+            return True
+        norm = self.intents.normalize(text)
+        asks = "?" in text or bool(self.intents.question.find(
+            [t for t in norm.tokens if t.text[:1].isalnum()]))
+        return not asks and len(text.split()) > 3

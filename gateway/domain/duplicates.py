@@ -1,24 +1,28 @@
-"""Duplicate candidates: earlier open reports nearby in the same sector, or with similar text."""
+"""Duplicate candidates: earlier open or forwarded reports of the same sector nearby, with
+similar text, or at the same normalised address (the trust gate and the console use them)."""
 
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 
 from rapidfuzz import fuzz
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from gateway.domain.reports import report_text
 from gateway.domain.texts import fold
 from gateway.services import Services
+from gateway.settings import Settings
 from store.models import Report
 from store.repos import console as console_repo
 
 OPEN_STATUSES = ("submitted", "confirmed", "forwarded", "in_progress")
 TEXT_SIMILARITY = 85.0  # rapidfuzz token_set_ratio on folded report text
+MIN_TEXT_CHARS = 12  # shorter texts ("mất điện") are alike without being the same case
 MAX_SCAN = 500
 EARTH_RADIUS_M = 6_371_000.0
+_ADDRESS_NOISE = re.compile(r"\b(so|nha|duong|pho|phuong|xa|quan|huyen|tp|thanh pho|thi tran)\b")
 
 
 @dataclass(frozen=True)
@@ -32,11 +36,13 @@ class Candidate:
 
 
 def haversine_m(lat1: float, lon1: float, lat2: float, lon2: float) -> float:
-    """Great-circle distance in metres."""
+    """Great-circle distance in metres (infinite for a non-finite coordinate stored earlier)."""
+    if not all(math.isfinite(v) for v in (lat1, lon1, lat2, lon2)):
+        return math.inf
     p1, p2 = math.radians(lat1), math.radians(lat2)
     dp, dl = p2 - p1, math.radians(lon2 - lon1)
     a = math.sin(dp / 2) ** 2 + math.cos(p1) * math.cos(p2) * math.sin(dl / 2) ** 2
-    return 2 * EARTH_RADIUS_M * math.asin(min(1.0, math.sqrt(a)))
+    return 2 * EARTH_RADIUS_M * math.asin(math.sqrt(min(1.0, max(0.0, a))))
 
 
 def text_similarity(a: str, b: str) -> float:
@@ -47,32 +53,60 @@ def text_similarity(a: str, b: str) -> float:
     return float(fuzz.token_set_ratio(fa, fb))
 
 
-async def find_candidates(
-    session: AsyncSession, services: Services, report: Report, limit: int = 10
+def normal_address(address: str | None) -> str:
+    """An address without case, diacritics, punctuation and words like "số", "đường"."""
+    if not address:
+        return ""
+    text = re.sub(r"[^\w]+", " ", fold(address))
+    return " ".join(_ADDRESS_NOISE.sub(" ", text).split())
+
+
+def _text(report: Report) -> str:
+    return "\n".join(p for p in (report.text, report.transcript) if p)
+
+
+def score_candidate(report: Report, other: Report, radius_m: float,
+                    text_threshold: float = TEXT_SIMILARITY) -> Candidate | None:
+    """Why `other` may be the report `report` duplicates, or None."""
+    reasons: list[str] = []
+    distance = None
+    same_sector = bool(report.sector) and other.sector == report.sector
+    if None not in (report.lat, report.lon, other.lat, other.lon):
+        distance = haversine_m(report.lat, report.lon, other.lat, other.lon)  # type: ignore[arg-type]
+        if same_sector and distance <= radius_m:
+            reasons.append("near")
+    mine, theirs = _text(report), _text(other)
+    similarity = text_similarity(mine, theirs)
+    if (similarity >= text_threshold and len(fold(mine)) >= MIN_TEXT_CHARS
+            and len(fold(theirs)) >= MIN_TEXT_CHARS):
+        reasons.append("text")
+    address = normal_address(report.address)
+    if same_sector and address and address == normal_address(other.address):
+        reasons.append("address")
+    return Candidate(other, distance, similarity, tuple(reasons)) if reasons else None
+
+
+async def candidates(
+    session: AsyncSession, settings: Settings, report: Report, limit: int = 10,
+    text_threshold: float = TEXT_SIMILARITY,
 ) -> list[Candidate]:
-    """Earlier open reports within the window: same sector and within the radius, or text
-    similarity ≥ 85. Nearest / most similar first."""
-    settings = services.settings
+    """Earlier open or forwarded reports within the window that `report` may duplicate:
+    nearest, then most similar, first."""
     start = report.submitted_at or report.created_at
     window = timedelta(hours=settings.duplicate_window_hours)
     rows = await console_repo.duplicate_candidates(
         session, exclude_id=report.id, statuses=OPEN_STATUSES, since=start - window,
         until=start, limit=MAX_SCAN)
-    text = report_text(report)
-    found: list[Candidate] = []
-    for other in rows:
-        reasons: list[str] = []
-        distance = None
-        if None not in (report.lat, report.lon, other.lat, other.lon):
-            distance = haversine_m(report.lat, report.lon, other.lat, other.lon)  # type: ignore[arg-type]
-            if (report.sector and other.sector == report.sector
-                    and distance <= settings.duplicate_radius_m):
-                reasons.append("near")
-        similarity = text_similarity(text, report_text(other))
-        if similarity >= TEXT_SIMILARITY:
-            reasons.append("text")
-        if reasons:
-            found.append(Candidate(other, distance, similarity, tuple(reasons)))
+    found = [c for other in rows
+             if (c := score_candidate(report, other, settings.duplicate_radius_m,
+                                      text_threshold)) is not None]
     found.sort(key=lambda c: (c.distance_m if c.distance_m is not None else 1e12,
                               -c.similarity))
     return found[:limit]
+
+
+async def find_candidates(
+    session: AsyncSession, services: Services, report: Report, limit: int = 10
+) -> list[Candidate]:
+    """`candidates` for callers holding the Services bag (the console's duplicate panel)."""
+    return await candidates(session, services.settings, report, limit)

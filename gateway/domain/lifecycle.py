@@ -177,6 +177,10 @@ class Lifecycle:
             after={"duplicate_of": original.id, "original": original.code,
                    "subscriber": report.citizen_id})
         await self.notifier.tell(session, report, S.MERGED, original=original.code)
+        if ReportStatus(original.status) in KNOWN_TO_CENTRAL:
+            # The centre has the original: tell it of the link (a `link` forward row).
+            await repo.queue_forward_link(session, report)
+            self.outbox_wake.set()
 
     async def start(self, session: AsyncSession, report: Report, actor: Actor,
                     note: str | None = None, agency: str | None = None) -> None:
@@ -275,7 +279,7 @@ class Lifecycle:
         check(current, target)
         if report.id is None:
             session.add(report)
-            await session.flush()
+            await session.flush([report])  # its id for the history row; the rest at commit
         now = utcnow()
         report.status = target
         report.updated_at = now

@@ -1,7 +1,8 @@
-"""Submitting a report: tracking code, classification once, the life-cycle step, and the
-review policy that lets the classifier confirm it (PAHT_REVIEW_POLICY). Status changes
-themselves live in `gateway.domain.lifecycle`; the functions taking `Services` here are thin
-wrappers kept for the callers that still hold the bag.
+"""Submitting a report: tracking code, classification once, the life-cycle step, the trust
+gate (`gateway.domain.trust`: review reasons, duplicates) and the review policy that lets the
+classifier confirm it (PAHT_REVIEW_POLICY). Status changes themselves live in
+`gateway.domain.lifecycle`; the functions taking `Services` here are thin wrappers kept for
+the callers that still hold the bag.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import Button
 from gateway.domain import lifecycle as lc
+from gateway.domain import trust
 from gateway.domain.lifecycle import CLASSIFIER, GATEWAY, Actor, Lifecycle
 from gateway.domain.notify import Notifier
 from gateway.services import Services
@@ -36,9 +38,11 @@ def report_text(report: Report) -> str:
 
 
 def classify_report(classifier: Any | None, report: Report) -> Classification | None:
-    """Run the classifier on the report and copy its verdict onto the record."""
+    """Run the classifier on the report, copy its verdict onto the record and apply the
+    trust gate's review reasons (`report.review_reasons`)."""
+    cfg = trust.config_of(classifier)
     if classifier is None:
-        report.needs_review = True  # no classifier: an operator decides, no made-up sector
+        trust.apply_gate(report, None, cfg)  # no classifier: an operator decides
         return None
     result = classifier.classify(report_text(report))
     report.sector = result.sector
@@ -46,7 +50,7 @@ def classify_report(classifier: Any | None, report: Report) -> Classification | 
     report.runner_up = result.runner_up
     report.matches = list(result.to_dict()["matches"])
     report.urgent = report.urgent or bool(result.urgent)
-    report.needs_review = bool(result.needs_review)
+    trust.apply_gate(report, result, cfg)
     if result.address and not report.address:
         report.address = result.address
     try:
@@ -68,9 +72,14 @@ def classify_report(classifier: Any | None, report: Report) -> Classification | 
 def auto_confirms(settings: Settings, report: Report, classified: bool) -> bool:
     """Whether the review policy lets the classifier's verdict stand without an operator."""
     policy = settings.review_policy
+    if report.status == lc.S.MERGED:
+        return False  # linked to its original: nothing of its own to forward
     auto = classified and (
         policy == "none" or (policy == "low_confidence" and not report.needs_review))
-    return auto and "abusive" not in report.flags
+    # Whatever the policy, urgent reports and complaints about officials reach a human.
+    must_see = {"urgent", "misconduct", "empty", "no_transcript", "transcript_not_vietnamese"}
+    # An abuse flag alone never holds a correct report (issue 13): it stays visible on it.
+    return auto and not must_see & set(report.review_reasons)
 
 
 async def submit_report(session: AsyncSession, life: Lifecycle, report: Report) -> Report:
@@ -84,11 +93,16 @@ async def submit_report(session: AsyncSession, life: Lifecycle, report: Report) 
     if classification is not None:
         classification.report_id = report.id or 0
         session.add(classification)
+    # Duplicates before forwarding: compared with open and forwarded reports.
+    await trust.check_duplicates(session, life, report, trust.config_of(life.classifier))
+    if classification is not None:
+        classification.needs_review = report.needs_review
     auto = auto_confirms(life.settings, report, classification is not None)
     if auto:
         await life.confirm(session, report, CLASSIFIER)
     log.info("report submitted",
-             extra={"code": report.code, "sector": report.sector, "auto_confirmed": auto})
+             extra={"code": report.code, "sector": report.sector, "auto_confirmed": auto,
+                    "review": trust.summary(report.review_reasons), "status": report.status})
     return report
 
 

@@ -1,4 +1,5 @@
-"""Citizen-facing texts from `config/messages.vi.toml`, and where the config directory is."""
+"""Citizen-facing texts from `config/messages.vi.toml` (and `messages.en.toml` for citizens
+who write English), and where the config directory is."""
 
 from __future__ import annotations
 
@@ -25,22 +26,44 @@ def fold(text: str) -> str:
 
 
 class Texts:
-    """Lookup of message templates by dotted key, e.g. `texts.get("dialog.summary", text=...)`."""
+    """Lookup of message templates by dotted key, e.g. `texts.get("dialog.summary", text=...)`.
 
-    def __init__(self, data: dict[str, Any]) -> None:
+    `lang="en"` reads the English set first and falls back to Vietnamese for a missing key.
+    """
+
+    def __init__(self, data: dict[str, Any], en: dict[str, Any] | None = None) -> None:
         self.data = data
+        self.en = en or {}
 
     @classmethod
     def load(cls, directory: Path | None = None) -> Texts:
-        """Read messages.vi.toml from the config directory."""
-        path = config_dir(directory) / "messages.vi.toml"
-        with path.open("rb") as fh:
-            return cls(tomllib.load(fh))
+        """Read messages.vi.toml (and messages.en.toml when present) from the config directory."""
+        base = config_dir(directory)
+        with (base / "messages.vi.toml").open("rb") as fh:
+            data = tomllib.load(fh)
+        en_path = base / "messages.en.toml"
+        if not en_path.exists():
+            en_path = config_dir(None) / "messages.en.toml"
+        en: dict[str, Any] = {}
+        if en_path.exists():
+            with en_path.open("rb") as fh:
+                en = tomllib.load(fh)
+        return cls(data, en)
 
-    def get(self, key: str, **values: Any) -> str:
+    def has(self, key: str, lang: str = "vi") -> bool:
+        """Whether a template exists at `key` (in `lang`, or in Vietnamese)."""
+        section, _, name = key.partition(".")
+        return name in self.data.get(section, {}) or (
+            lang == "en" and name in self.en.get(section, {}))
+
+    def get(self, key: str, lang: str = "vi", **values: Any) -> str:
         """The template at `key`, formatted with `values` (KeyError if missing)."""
         section, _, name = key.partition(".")
-        template = self.data[section][name]
+        template: Any = None
+        if lang == "en":
+            template = self.en.get(section, {}).get(name)
+        if template is None:
+            template = self.data[section][name]
         return str(template).format(**values) if values else str(template)
 
     def words(self, name: str) -> set[str]:

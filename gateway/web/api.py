@@ -30,8 +30,9 @@ def _authorized(request: web.Request) -> None:
     tokens = request.app[SERVICES].settings.api_tokens
     header = request.headers.get("Authorization", "")
     scheme, _, token = header.partition(" ")
+    given = token.strip().encode("utf-8", "replace")  # bytes: non-ASCII str would raise
     if scheme.lower() != "bearer" or not token or not any(
-        hmac.compare_digest(token.strip(), t) for t in tokens
+        hmac.compare_digest(given, t.encode()) for t in tokens
     ):
         raise web.HTTPUnauthorized(
             text='{"error": "a valid bearer token is required"}',

@@ -23,6 +23,7 @@ from aiohttp import web
 from gateway.domain.lifecycle import CENTRAL_STATUSES, Lifecycle
 from gateway.keys import SERVICES, SETTINGS
 from gateway.services import Services
+from gateway.web.ratelimit import json_too_deep
 from store.forward import SIGNATURE_HEADER, DeliveryError, verify_signature
 from store.models import ReportStatus
 from store.repos import reports as repo
@@ -54,8 +55,10 @@ def parse_event(body: bytes) -> dict[str, Any]:
         if value is not None and not isinstance(value, str):
             raise ValueError(f"{key} must be a string")
         event[key] = value.strip() if isinstance(value, str) and value.strip() else None
-    if len(event["event_id"]) > 128:
-        raise ValueError("event_id is too long")
+    if len(event["event_id"]) > 128 or len(event["code"]) > 40:
+        raise ValueError("event_id or code is too long")
+    if event["note"] is not None and len(event["note"]) > 4000:
+        raise ValueError("note is too long")
     return event
 
 
@@ -89,12 +92,15 @@ async def status_callback(request: web.Request) -> web.Response:
     header = request.headers.get(SIGNATURE_HEADER)
     if not header:
         return _json_error(401, "signature missing")
-    if not verify_signature(body, header, secret):
+    if not header.isascii() or not verify_signature(body, header, secret):
+        # (compare_digest raises on a non-ASCII str: such a header is simply wrong)
         log.warning("central callback with a bad signature")
         return _json_error(403, "bad signature")
+    if json_too_deep(body):
+        return _json_error(400, "malformed: nested too deeply")
     try:
         event = parse_event(body)
-    except (ValueError, UnicodeDecodeError) as exc:
+    except (ValueError, UnicodeDecodeError, RecursionError) as exc:
         return _json_error(400, f"malformed: {exc}")
     outcome = await apply_event(request.app[SERVICES], event, "callback")
     if outcome == "unknown":

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import json
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from xml.etree import ElementTree as ET
@@ -19,10 +21,14 @@ import phonenumbers
 from aiohttp import web
 from sqlmodel.ext.asyncio.session import AsyncSession
 
+from channels.base import strip_controls
 from gateway.domain import reports
 from gateway.domain.lifecycle import OPEN
 from gateway.keys import SERVICES
+from gateway.ops.privacy import mask_public_text
 from gateway.services import Services
+from gateway.web.media_access import signed_media_url
+from gateway.web.ratelimit import limited_response
 from store.models import Report, ReportStatus, utcnow
 from store.repos import citizens as citizens_repo
 from store.repos import reports as reports_repo
@@ -31,6 +37,13 @@ PREFIX = "/open311/v2"
 OPEN_STATUSES: frozenset[str] = OPEN
 CLOSED_STATUSES: frozenset[str] = frozenset({ReportStatus.RESOLVED, ReportStatus.REJECTED})
 MAX_RESULTS = 1000
+# Longest value accepted per POST field (characters); anything longer is a 400.
+FIELD_LIMITS = {"description": 4000, "address_string": 500, "media_url": 2000,
+                "api_key": 200, "jurisdiction_id": 100, "service_code": 32, "email": 254,
+                "device_id": 200, "account_id": 200, "first_name": 100, "last_name": 100,
+                "phone": 32, "address_id": 100, "lat": 40, "long": 40}
+MAX_FIELD = 2000  # any other field
+MAX_CODES = 100  # service_request_id values in one GET
 
 
 def w3c(when: datetime | None) -> str | None:
@@ -58,7 +71,7 @@ def _xml(root: str, item: str, rows: list[dict[str, Any]]) -> str:
             elif isinstance(value, bool):
                 child.text = "true" if value else "false"
             elif value is not None:
-                child.text = str(value)
+                child.text = strip_controls(str(value))
     return '<?xml version="1.0" encoding="utf-8"?>' + ET.tostring(top, encoding="unicode")
 
 
@@ -68,7 +81,9 @@ def respond(fmt: str, root: str, item: str, rows: list[dict[str, Any]], status: 
     if fmt == "xml":
         return web.Response(text=_xml(root, item, rows), status=status,
                             content_type="text/xml", charset="utf-8")
-    return web.json_response(rows, status=status)
+    # allow_nan=False: a stored NaN/Infinity must never make the feed invalid JSON.
+    return web.json_response(rows, status=status,
+                             dumps=lambda v: json.dumps(v, allow_nan=False))
 
 
 def error(fmt: str, status: int, description: str) -> web.Response:
@@ -89,6 +104,29 @@ async def _params(request: web.Request) -> dict[str, str]:
         form = await request.post()
         params.update({k: str(v) for k, v in form.items() if isinstance(v, str)})
     return params
+
+
+def _too_long(params: dict[str, str]) -> str | None:
+    """The first field longer than its limit, if any."""
+    for key, value in params.items():
+        if len(value) > FIELD_LIMITS.get(key, MAX_FIELD) or len(key) > 64:
+            return key[:64]
+    return None
+
+
+def _coordinate(value: str | None, bound: float) -> float | None:
+    """A finite coordinate within ±bound; ValueError otherwise (inf, nan, 999, -1e308)."""
+    if not value:
+        return None
+    number = float(value)
+    if not math.isfinite(number) or not -bound <= number <= bound:
+        raise ValueError(value)
+    return number
+
+
+def _finite(value: float | None) -> float | None:
+    """A stored coordinate for the feed: None when not a finite number."""
+    return value if isinstance(value, int | float) and math.isfinite(value) else None
 
 
 def _jurisdiction_ok(services: Services, params: dict[str, str]) -> bool:
@@ -133,18 +171,19 @@ def request_row(services: Services, report: Report, notes: str | None,
         "status_notes": notes,
         "service_name": name,
         "service_code": report.sector,
-        "description": reports.report_text(report),
+        # A public feed: phones, e-mails, ID numbers and self-given names are masked.
+        "description": mask_public_text(reports.report_text(report)),
         "agency_responsible": report.agency,
         "service_notice": None,
         "requested_datetime": w3c(report.submitted_at or report.created_at),
         "updated_datetime": w3c(report.updated_at),
         "expected_datetime": None,
-        "address": report.address,
+        "address": mask_public_text(report.address) if report.address else None,
         "address_id": None,
         "zipcode": None,
-        "lat": report.lat,
-        "long": report.lon,
-        "media_url": f"{base}/media/{media['path']}" if media else None,
+        "lat": _finite(report.lat),
+        "long": _finite(report.lon),
+        "media_url": signed_media_url(services.settings, media["path"], base) if media else None,
     }
 
 
@@ -195,16 +234,19 @@ async def list_requests(request: web.Request) -> web.Response:
     sectors: list[str] = []
     wanted: set[str] = set()
     if params.get("service_request_id"):
-        codes = [c.strip().upper() for c in params["service_request_id"].split(",") if c.strip()]
+        codes = [c.strip().upper()[:40]
+                 for c in params["service_request_id"].split(",") if c.strip()]
+        if len(codes) > MAX_CODES:
+            return error(fmt, 400, f"at most {MAX_CODES} service_request_id values")
     else:
         try:
             end = parse_w3c(params["end_date"]) if params.get("end_date") else utcnow()
             start = (parse_w3c(params["start_date"]) if params.get("start_date")
                      else end - timedelta(days=90))
-        except ValueError:
+        except (ValueError, OverflowError):
             return error(fmt, 400, "start_date and end_date must be W3C datetimes")
         if params.get("service_code"):
-            sectors = params["service_code"].split(",")
+            sectors = params["service_code"].split(",")[:MAX_CODES]
         for part in filter(None, params.get("status", "").split(",")):
             if part not in ("open", "closed"):
                 return error(fmt, 400, "status must be open or closed")
@@ -223,8 +265,11 @@ async def get_request(request: web.Request) -> web.Response:
     services = request.app[SERVICES]
     if not _jurisdiction_ok(services, dict(request.query)):
         return error(fmt, 404, "jurisdiction_id not found")
+    code = request.match_info["id"]
+    if len(code) > 40:
+        return error(fmt, 404, "service_request_id not found")
     async with services.sessions() as session:
-        report = await reports_repo.find_by_code(session, request.match_info["id"])
+        report = await reports_repo.find_by_code(session, code)
         if report is None or report.status == ReportStatus.DRAFT:
             return error(fmt, 404, "service_request_id not found")
         rows = await _rows(services, session, [report])
@@ -235,34 +280,41 @@ async def create_request(request: web.Request) -> web.Response:
     """POST requests.(json|xml): a report from a third-party app or portal (api_key needed)."""
     fmt = _fmt(request)
     services = request.app[SERVICES]
+    refused = limited_response(request, "open311")
+    if refused is not None:
+        return refused
     params = await _params(request)
     keys = services.settings.open311_api_keys
     key = params.get("api_key", "")
-    if not key or not any(hmac.compare_digest(key, k) for k in keys):
+    given = key.encode("utf-8", "replace")  # bytes: compare_digest refuses non-ASCII str
+    if not key or not any(hmac.compare_digest(given, k.encode()) for k in keys):
         return error(fmt, 403, "api_key is missing or not valid")
+    field = _too_long(params)
+    if field is not None:
+        return error(fmt, 400, f"{field} is too long")
     if not _jurisdiction_ok(services, params):
         return error(fmt, 404, "jurisdiction_id not found")
     code = params.get("service_code", "")
     if services.classifier is not None and code not in services.classifier.sectors:
         return error(fmt, 400, "service_code is missing or not valid")
     try:
-        lat = float(params["lat"]) if params.get("lat") else None
-        lon = float(params["long"]) if params.get("long") else None
+        lat = _coordinate(params.get("lat"), 90.0)
+        lon = _coordinate(params.get("long"), 180.0)
     except ValueError:
-        return error(fmt, 400, "lat and long must be numbers")
-    if (lat is None) != (lon is None) or (lat is not None and not (-90 <= lat <= 90)):
+        return error(fmt, 400, "lat and long must be finite numbers in range")
+    if (lat is None) != (lon is None):
         return error(fmt, 400, "lat and long must be given together and be valid")
-    address = params.get("address_string") or None
+    address = strip_controls(params.get("address_string") or "").strip() or None
     if lat is None and not address:
         return error(fmt, 400, "a location is required: lat and long, or address_string")
-    description = (params.get("description") or "").strip()[:4000]
+    description = strip_controls(params.get("description") or "").strip()
     sender, phone = _requester(key, params)
     async with services.sessions() as session:
         citizen = await citizens_repo.resolve_citizen(session, sender, "open311", phone=phone,
                                              seen_at=utcnow())
         report = Report(channel="open311", citizen_id=citizen.id or 0, sender=sender,
                         text=description, lat=lat, lon=lon, address=address)
-        if params.get("media_url"):
+        if params.get("media_url", "").startswith(("https://", "http://")):
             report.attachments = [{"kind": "image", "url": params["media_url"]}]
         session.add(report)
         await session.flush()

@@ -11,6 +11,11 @@ outcome "allowlisted"), never silently exempt. Behind a reverse proxy the client
 the proxy's: list it in PAHT_RATE_LIMIT_TRUSTED_PROXIES so X-Forwarded-For is believed (only
 from those addresses — anyone can send the header).
 
+Other surfaces (`limited_response`): the Media Streams upgrade, `/chat/*`, the web chat
+webhook (by IP; by session through the sender limit), `/console/login` (per IP and one global
+bucket, checked before any password is hashed) and Open311 POST each have their own per-IP
+bucket, so a flood on one does not spend another's budget.
+
 Per sender: a request is refused (429, the provider retries later) only when every message
 in it comes from senders over their limit, so a flood from one citizen cannot hold back a
 neighbour's message that Meta batched into the same request.
@@ -24,6 +29,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+
+from aiohttp import web
 
 from gateway.settings import Settings
 
@@ -151,13 +158,39 @@ class RateLimits:
         self.sender = TokenBuckets(per_sender, clock=clock)
         self.allowlist = parse_networks(ip_allowlist)
         self.trusted_proxies = parse_networks(trusted_proxies)
+        self.clock = clock
+        # Per-IP buckets of the other surfaces; "login_all" is one global key.
+        self.surfaces: dict[str, TokenBuckets] = {}
+
+    def add_surface(self, name: str, per_minute: int) -> None:
+        """A separate per-IP bucket set for one surface (0 per minute: no limit)."""
+        self.surfaces[name] = TokenBuckets(per_minute, clock=self.clock)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RateLimits:
         """Read the rate_limit_* settings (the allow-list and proxies may be empty)."""
-        return cls(settings.rate_limit_per_ip, settings.rate_limit_per_sender,
-                   ip_allowlist=settings.rate_limit_ip_allowlist,
-                   trusted_proxies=settings.rate_limit_trusted_proxies)
+        limits = cls(settings.rate_limit_per_ip, settings.rate_limit_per_sender,
+                     ip_allowlist=settings.rate_limit_ip_allowlist,
+                     trusted_proxies=settings.rate_limit_trusted_proxies)
+        limits.add_surface("voice_stream", settings.rate_limit_per_ip)
+        limits.add_surface("chat", settings.rate_limit_chat_per_ip)
+        limits.add_surface("chat_session", settings.rate_limit_chat_per_session)
+        limits.add_surface("login", settings.rate_limit_login_per_ip)
+        limits.add_surface("login_all", settings.rate_limit_login_global)
+        limits.add_surface("open311", settings.rate_limit_open311_per_ip)
+        return limits
+
+    def check_surface(self, surface: str, key: str) -> tuple[str, int]:
+        """('ok' | 'allowlisted' | 'limited', retry_after) for one request of `surface`."""
+        buckets = self.surfaces.get(surface)
+        if buckets is None or not buckets.enabled:
+            return "ok", 0
+        if surface not in ("login_all", "chat_session") and self.allowlist \
+                and _in(key, self.allowlist):
+            return "allowlisted", 0
+        if buckets.take(key):
+            return "ok", 0
+        return "limited", buckets.retry_after(key)
 
     def check_ip(self, ip: str) -> tuple[str, int]:
         """('ok' | 'allowlisted' | 'limited', retry_after seconds) for one request from `ip`."""
@@ -182,3 +215,29 @@ class RateLimits:
         for s in senders:
             self.sender.take(s)
         return True, 0
+
+
+LIMITS = web.AppKey("rate_limits", RateLimits)
+
+
+def request_ip(request: web.Request) -> str:
+    """The client address of `request` (X-Forwarded-For only from trusted proxies)."""
+    limits = request.app.get(LIMITS)
+    proxies = limits.trusted_proxies if limits is not None else ()
+    return client_ip(request.remote, request.headers.get("X-Forwarded-For"), proxies)
+
+
+def too_many(retry_after: int) -> web.Response:
+    """429 with Retry-After."""
+    return web.Response(status=429, text="too many requests",
+                        headers={"Retry-After": str(max(1, retry_after))})
+
+
+def limited_response(request: web.Request, surface: str, key: str | None = None
+                     ) -> web.Response | None:
+    """A 429 when the client (or `key`) is over the surface's limit, else None (spent one)."""
+    limits = request.app.get(LIMITS)
+    if limits is None:
+        return None
+    outcome, retry_after = limits.check_surface(surface, key or request_ip(request))
+    return too_many(retry_after) if outcome == "limited" else None

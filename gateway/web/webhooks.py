@@ -9,6 +9,7 @@ MAX_JSON_DEPTH before any parser sees it (400), per-sender rate limit after pars
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 
@@ -18,13 +19,12 @@ from channels.base import MalformedError, RawRequest, SignatureError
 from channels.download import BodyTooLarge, read_limited
 from channels.registry import WEBHOOK_PATHS
 from gateway.keys import ENGINE, INGESTOR, SERVICES, SETTINGS
-from gateway.web.ratelimit import RateLimits, client_ip, json_too_deep
+from gateway.web.ratelimit import LIMITS, RateLimits, client_ip, json_too_deep
 from gateway.workers.speech import Speech
 from store.db import ping
 from store.repos import events as events_repo
 
 log = logging.getLogger("paht.routes")
-LIMITS = web.AppKey("rate_limits", RateLimits)
 # The app's channels, built once at start-up (gateway/app.py); the routes ask it, not names.
 
 
@@ -33,9 +33,12 @@ async def read_raw(request: web.Request, limit: int) -> RawRequest:
     if request.content_length is not None and request.content_length > limit:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=request.content_length)
     try:
-        body = await read_limited(request.content, limit)
+        async with asyncio.timeout(request.app[SETTINGS].http_body_timeout_seconds):
+            body = await read_limited(request.content, limit)
     except BodyTooLarge as exc:
         raise web.HTTPRequestEntityTooLarge(max_size=limit, actual_size=exc.size) from None
+    except TimeoutError:
+        raise web.HTTPRequestTimeout(text="request body too slow") from None
     return RawRequest(
         method=request.method,
         url=str(request.url),
@@ -70,6 +73,12 @@ async def webhook(request: web.Request) -> web.StreamResponse:
     elif outcome == "limited":
         metrics.inc("paht_messages_rejected_total", channel=name, reason="rate_limit_ip")
         return _too_many(retry_after)
+    if app[SERVICES].channels.traits(name).direct_clients:
+        # Citizens' own browsers post here (no provider in between): limit them per IP too.
+        outcome, retry_after = limits.check_surface("chat", ip)
+        if outcome == "limited":
+            metrics.inc("paht_messages_rejected_total", channel=name, reason="rate_limit_ip")
+            return _too_many(retry_after)
     limit = min(app[SETTINGS].max_body_bytes, channel.max_body_bytes)
     try:
         raw = await read_raw(request, limit)

@@ -22,6 +22,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from gateway.domain.lifecycle import queue_rating
 from gateway.ops.privacy import pseudonym
 from gateway.services import Services
+from gateway.web.media_access import signed_media_url
 from gateway.workers.outbox import backoff
 from store.forward import Delivered, DeliveryError, Sink
 from store.models import Citizen, Outbox, Report, utcnow
@@ -47,14 +48,17 @@ def _media_urls(services: Services, report: Report) -> list[str]:
     urls: list[str] = []
     for att in report.attachments:
         if att.get("path"):
-            urls.append(f"{base}/media/{att['path']}")
+            # The centre gets a signed, expiring link: /media/ is not public.
+            urls.append(signed_media_url(services.settings, att["path"], base))
         elif str(att.get("url", "")).startswith(("http://", "https://")):
             urls.append(str(att["url"]))
     return urls
 
 
-def report_payload(services: Services, report: Report, citizen: Citizen | None) -> dict[str, Any]:
-    """What the central system receives for a confirmed report (plain, JSON-ready)."""
+def report_payload(services: Services, report: Report, citizen: Citizen | None,
+                   original: Report | None = None) -> dict[str, Any]:
+    """What the central system receives for a confirmed report (plain, JSON-ready): with
+    `urgent`, the `agency` and, for a merged duplicate, `duplicate_of` (the original's code)."""
     person: dict[str, Any] = {"pseudonym": pseudonym(report.citizen_id,
                                                      services.settings.session_secret)}
     if citizen is not None and citizen.consent_share_identity:
@@ -66,7 +70,14 @@ def report_payload(services: Services, report: Report, citizen: Citizen | None) 
         "media": _media_urls(services, report), "channel": report.channel,
         "urgent": report.urgent, "citizen": person,
         "submitted_at": report.submitted_at.isoformat() if report.submitted_at else None,
+        "duplicate_of": original.code if original is not None else None,
     }
+
+
+def link_payload(services: Services, report: Report, citizen: Citizen | None,
+                 original: Report | None) -> dict[str, Any]:
+    """The report a duplicate became, with the link to its original (`type: "link"`)."""
+    return {**report_payload(services, report, citizen, original), "type": "link"}
 
 
 def rating_payload(report: Report) -> dict[str, Any]:
@@ -123,11 +134,21 @@ class Forwarder:
             if report is None or report.code is None:
                 await self._park(session, row, "report missing")
                 return
-            if row.payload.get("type") == "rating":
+            kind = row.payload.get("type")
+            original = (await session.get(Report, report.duplicate_of)
+                        if report.duplicate_of else None)
+            if kind == "rating":
                 payload = rating_payload(report)
+            elif kind == "link":
+                if original is None:
+                    await self._park(session, row, "original missing")
+                    return
+                payload = link_payload(self.s, report,
+                                       await session.get(Citizen, report.citizen_id), original)
             else:
                 payload = report_payload(self.s, report, await session.get(Citizen,
-                                                                            report.citizen_id))
+                                                                            report.citizen_id),
+                                         original)
         try:  # no transaction is open while the central system takes its time
             result = await self.sink.deliver(payload)
         except DeliveryError as exc:

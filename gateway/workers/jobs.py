@@ -17,6 +17,8 @@ from gateway.domain import reports
 from gateway.domain.dialog import Dialog
 from gateway.services import Services
 from gateway.web.central import poll_central
+from gateway.web.media_access import sweep_uploads
+from gateway.workers.alerts import push_alerts
 from gateway.workers.forwarder import Forwarder, queue_new_ratings
 from gateway.workers.reminders import remind_operators, remind_supervisors
 from gateway.workers.weekly import weekly_summary
@@ -27,7 +29,12 @@ log = logging.getLogger("paht.jobs")
 
 
 async def close_expired_drafts(services: Services) -> int:
-    """Submit drafts whose conversation window has closed; tell the citizen the code."""
+    """Close drafts whose conversation window has closed (`Dialog.close_expired`).
+
+    A draft that describes a problem is submitted and the citizen gets the code; greetings,
+    thanks, questions and empty drafts are closed quietly; a photo-only draft is flagged
+    `photo_only` (an operator looks at it), one without a place `no_place`.
+    """
     dialog = Dialog(services)
     closed = 0
     async with services.sessions() as session:
@@ -68,12 +75,21 @@ async def remind(services: Services) -> None:
     await remind_supervisors(services)
 
 
+async def sweep_orphan_uploads(services: Services) -> int:
+    """Delete web chat uploads that no message ever referenced (abandoned or abusive)."""
+    return await sweep_uploads(services.settings, services.sessions)
+
+
 def build_scheduler(services: Services, forwarder: Forwarder | None = None) -> AsyncIOScheduler:
     """The scheduler with every periodic job registered (not started)."""
     scheduler = AsyncIOScheduler(timezone="UTC")
     common = {"coalesce": True, "max_instances": 1, "misfire_grace_time": 60}
     scheduler.add_job(close_expired_drafts, "interval", seconds=30, args=[services],
                       id="close_expired_drafts", **common)
+    scheduler.add_job(push_alerts, "interval", seconds=10, args=[services], id="push_alerts",
+                      **common)
+    scheduler.add_job(sweep_orphan_uploads, "interval", hours=1, args=[services],
+                      id="sweep_uploads", **common)
     scheduler.add_job(refresh_channel_tokens, "interval", minutes=10, args=[services],
                       id="refresh_channel_tokens", **common)
     if forwarder is not None:

@@ -7,16 +7,17 @@ what it produces is attached to the report in the event's transaction afterwards
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import mimetypes
 import os
+import secrets
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from channels.base import Attachment, InboundMessage
 from gateway.services import Services
+from gateway.web.media_access import stored_path_of
 
 log = logging.getLogger("paht.media")
 
@@ -66,9 +67,15 @@ async def fetch_media(services: Services, msg: InboundMessage) -> list[dict[str,
     records: list[dict[str, Any]] = []
     channel = services.channels.media.get(msg.channel)
     media_dir = services.settings.resolved_media_dir()
-    for index, att in enumerate(msg.attachments):
-        if att.url.startswith("/media/"):  # already stored by the web chat upload
-            records.append(attachment_record(att, att.url.removeprefix("/media/")))
+    for att in msg.attachments:
+        if att.url.startswith("/media/"):  # stored by the web chat upload
+            stored = stored_path_of(att.url, services.settings.session_secret)
+            if stored is None or not stored.startswith("web/"):
+                records.append(attachment_record(att, None, "not an upload of this gateway"))
+            else:
+                records.append(attachment_record(
+                    Attachment(kind=att.kind, url="/media/" + stored, mime=att.mime,
+                               name=att.name), stored))
             continue
         if channel is None:
             records.append(attachment_record(att, None, "channel disabled"))
@@ -85,9 +92,12 @@ async def fetch_media(services: Services, msg: InboundMessage) -> list[dict[str,
             # executables, archives) is not stored.
             records.append(attachment_record(att, None, f"type not accepted: {mime}"))
             continue
-        ext = mimetypes.guess_extension(mime or "") or Path(att.name or "").suffix or ".bin"
-        digest = hashlib.sha256(f"{msg.channel}:{msg.external_id}:{index}".encode()).hexdigest()
-        rel = Path(msg.channel) / digest[:2] / f"{digest[:24]}{ext}"
+        # The extension decides the Content-Type we serve: from the checked type, never the
+        # sender's file name (a ".html" name must not become a page).
+        ext = mimetypes.guess_extension(mime or "") or ".bin"
+        # Random, not derived from the message: provider ids are sequential and guessable.
+        name = secrets.token_hex(16)
+        rel = Path(msg.channel) / name[:2] / f"{name}{ext}"
         await asyncio.to_thread(_write_file, media_dir / rel, data)
         record = attachment_record(att, str(rel))
         record["mime"] = mime
@@ -102,6 +112,9 @@ async def transcribe(
     """Transcribe audio attachments; returns (text, confidence, flags)."""
     audio = [m for m in media if m.get("kind") == "audio" and m.get("path")]
     if not audio:
+        if msg.meta.transcribed and msg.text and msg.raw.get("source") == "keypad":
+            # The hotline's emergency key: its words are ours, said for the caller.
+            return (msg.text, msg.meta.confidence, ["keypad_emergency"])
         silent = services.channels.traits(msg.channel).spoken and msg.meta.silent
         return (None, None, ["silent"] if silent else [])
     if msg.meta.transcribed:
@@ -114,23 +127,43 @@ async def transcribe(
         return (None, None, ["transcript_pending"])
     texts: list[str] = []
     confidences: list[float] = []
+    settings = services.settings
+    limit = float(settings.voice_max_seconds)
+    words = vocabulary_of(services) if settings.stt_vocabulary else []
+    trimmed = False
     for item in audio:
-        data = await asyncio.to_thread(
-            (services.settings.resolved_media_dir() / item["path"]).read_bytes)
+        data = await asyncio.to_thread((settings.resolved_media_dir() / item["path"]).read_bytes)
         try:
-            result = await speech.transcribe_flow(data, engine)
+            # The pool refuses a file declaring far more than the limit before decoding and
+            # trims the rest at the limit; a transcription that hangs is abandoned (its worker
+            # finishes on its own), so the slow lane never holds a citizen's events for ever.
+            result = await asyncio.wait_for(
+                speech.transcribe_flow(data, engine, max_seconds=limit, vocabulary=words),
+                timeout=settings.stt_timeout_seconds)
+        except TimeoutError:
+            log.warning("transcription timed out",
+                        extra={"timeout_s": settings.stt_timeout_seconds})
+            return (None, None, ["transcript_timeout"])
         except Exception as exc:
             log.warning("transcription failed", extra={"why": str(exc)[:200]})
             return (None, None, ["transcript_failed"])
         item["transcript"] = result.text
         item["duration_s"] = round(result.duration_s, 2)
+        trimmed = trimmed or result.duration_s >= limit - 0.05
         if result.text:
             texts.append(result.text)
         if result.confidence is not None:
             confidences.append(result.confidence)
-    flags = [] if texts else ["silent"]
+    flags = ([] if texts else ["silent"]) + (["audio_trimmed"] if trimmed else [])
     conf = sum(confidences) / len(confidences) if confidences else None
     return ("\n".join(texts) if texts else "", conf, flags)
+
+
+def vocabulary_of(services: Services) -> list[str]:
+    """The domain words the speech engines are primed with (sectors, config/voice.toml)."""
+    from gateway.domain.hotline import vocabulary
+
+    return vocabulary(services)
 
 
 async def prepare(services: Services, msg: InboundMessage) -> Prepared:

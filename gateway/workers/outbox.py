@@ -19,6 +19,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from channels.base import SendError
 from channels.codec import outbound_from_dict, outbound_to_dict
 from gateway.domain.reports import last_inbound_at
+from gateway.ops.loops import Backoff
 from gateway.ops.privacy import mask_urn
 from gateway.services import Services
 from store.models import Outbox, utcnow
@@ -44,17 +45,19 @@ class OutboxSender:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set, woken by new rows or every few seconds."""
+        errors = Backoff(log, "outbox loop")
         while not stop.is_set():
+            wait = 2.0
             try:
                 sent = await self.run_once()
-            except Exception:
-                log.exception("outbox loop error")
-                sent = 0
+                errors.ok()
+            except Exception as exc:
+                sent, wait = 0, errors.failed(exc)
             if sent:
                 continue
             self.s.outbox_wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.s.outbox_wake.wait(), timeout=2.0)
+                await asyncio.wait_for(self.s.outbox_wake.wait(), timeout=wait)
 
     async def run_once(self) -> int:
         """Deliver one batch; returns how many rows were attempted."""

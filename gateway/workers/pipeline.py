@@ -7,6 +7,12 @@ done, so a crash leaves every event of the batch claimable again and nothing hal
 batch fails, each of its events is retried alone in its own transaction, so one bad event
 costs only itself (it is retried with back-off and parked after `worker_max_attempts`).
 On SQLite the batch commits early whenever a webhook is waiting for the single writer.
+
+Leases: while a batch works (media downloads can be slow) its lease is extended every third
+of the lease; events are finished or failed only where `claimed_by = me AND status =
+'processing'`, so an event another worker re-claimed and finished is never reset. A failure
+on an event that is no longer ours (typically the other worker's commit won the outbox
+dedup key) means it is already done.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ from channels.base import InboundMessage
 from channels.codec import message_from_dict
 from gateway.domain import reports
 from gateway.domain.dialog import Dialog
+from gateway.ops.loops import Backoff
 from gateway.ops.privacy import mask_urn
 from gateway.services import Services
 from gateway.workers.media import Prepared, prepare
@@ -94,21 +101,32 @@ class Worker:
         self.name = f"{socket.gethostname()}:{os.getpid()}:{id(self) & 0xFFFF:x}"
         self.lease = timedelta(seconds=services.settings.worker_lease_seconds)
         self.batch_size = max(1, services.settings.worker_batch_size)
+        # Media downloads and transcriptions of all batches share this bound.
+        self._prep = asyncio.Semaphore(max(1, services.settings.worker_concurrency))
+        self._slow: set[asyncio.Task[None]] = set()
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set."""
         poll = self.s.settings.worker_poll_seconds
+        errors = Backoff(log, "worker loop")
         while not stop.is_set():
+            wait = poll
             try:
                 handled = await self.run_once()
-            except Exception:
-                log.exception("worker loop error")
-                handled = 0
+                errors.ok()
+            except Exception as exc:
+                handled, wait = 0, errors.failed(exc)
             if handled:
                 continue
             self.s.worker_wake.clear()
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.s.worker_wake.wait(), timeout=poll)
+                await asyncio.wait_for(self.s.worker_wake.wait(), timeout=wait)
+        # Stopping: give slow lanes a moment; what is cut short keeps its claim until the
+        # lease ends, and another worker (or the next start) redoes it from the start.
+        if self._slow:
+            _, unfinished = await asyncio.wait(list(self._slow), timeout=5.0)
+            for lane in unfinished:
+                lane.cancel()
 
     async def run_once(self) -> int:
         """Claim one batch and process it; returns how many events were handled."""
@@ -116,23 +134,61 @@ class Worker:
             events = await events_repo.claim_events(session, self.name, self.batch_size, self.lease)
         if not events:
             return 0
-        prepared = await self._prepare_all(events)
-        await self._process(events, prepared)
+        tasks = {e.id or 0: asyncio.create_task(self._prepare_one(e)) for e in events}
+        waiting = [t for t in tasks.values() if not t.done()]
+        if waiting:
+            await asyncio.wait(waiting, timeout=self.s.settings.worker_prepare_wait_seconds)
+        # A slow download or transcription (a 15-minute voice note) must not hold the batch:
+        # its sender's events go on in a slow lane, in order, and the worker claims more.
+        slow_senders = {e.sender for e in events if not tasks[e.id or 0].done()}
+        fast = [e for e in events if e.sender not in slow_senders]
+        slow = [e for e in events if e.sender in slow_senders]
+        if slow:
+            lane = asyncio.create_task(self._leased(slow, tasks), name="slow-lane")
+            self._slow.add(lane)
+            lane.add_done_callback(self._slow.discard)
+        if fast:
+            await self._leased(fast, tasks)
         return len(events)
 
-    async def _prepare_all(self, events: list[InboundEvent]) -> dict[int, Prepared | BaseException]:
-        """Media and speech for the whole batch, concurrently and outside any transaction."""
-        sem = asyncio.Semaphore(max(1, self.s.settings.worker_concurrency))
+    async def wait_idle(self) -> None:
+        """Wait for the slow lanes still working (tests, shutdown)."""
+        while self._slow:
+            await asyncio.gather(*list(self._slow), return_exceptions=True)
 
-        async def one(event: InboundEvent) -> Prepared:
-            msg = message_from_dict(event.message)
-            if not msg.attachments and not self.s.channels.traits(msg.channel).spoken:
-                return Prepared(msg)
-            async with sem:
-                return await prepare(self.s, msg)
+    async def _leased(self, events: list[InboundEvent],
+                      tasks: dict[int, asyncio.Task[Prepared]]) -> None:
+        """Process `events` once their preparation is done, keeping their lease alive."""
+        keeper = asyncio.create_task(self._keep_lease([e.id or 0 for e in events]),
+                                     name="lease-keeper")
+        try:
+            results = await asyncio.gather(*(tasks[e.id or 0] for e in events),
+                                           return_exceptions=True)
+            prepared = {e.id or 0: r for e, r in zip(events, results, strict=True)}
+            await self._process(events, prepared)
+        finally:
+            keeper.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await keeper
 
-        results = await asyncio.gather(*(one(e) for e in events), return_exceptions=True)
-        return {e.id or 0: r for e, r in zip(events, results, strict=True)}
+    async def _keep_lease(self, ids: list[int]) -> None:
+        """Extend the batch's lease every third of it until cancelled (best effort)."""
+        every = max(0.05, self.lease.total_seconds() / 3)
+        while True:
+            await asyncio.sleep(every)
+            try:
+                async with maybe(self.s.write_gate, urgent=False), self.s.sessions() as session:
+                    await events_repo.extend_lease(session, ids, self.name, self.lease)
+            except Exception:
+                log.warning("could not extend the lease", exc_info=True)
+
+    async def _prepare_one(self, event: InboundEvent) -> Prepared:
+        """Media and speech of one event, outside any transaction (bounded across batches)."""
+        msg = message_from_dict(event.message)
+        if not msg.attachments and not self.s.channels.traits(msg.channel).spoken:
+            return Prepared(msg)
+        async with self._prep:
+            return await prepare(self.s, msg)
 
     async def _process(self, events: list[InboundEvent],
                        prepared: dict[int, Prepared | BaseException]) -> None:
@@ -176,7 +232,7 @@ class Worker:
                 if gate is not None and gate.urgent_waiting:
                     break  # SQLite: let the waiting webhook commit go first
             await events_repo.finish_events(session, [(d.event.id or 0, d.status, d.report_id)
-                                               for d in done])
+                                               for d in done], worker=self.name)
             await session.commit()
         return done
 
@@ -196,8 +252,12 @@ class Worker:
         async with maybe(self.s.write_gate, urgent=False), self.s.sessions() as session:
             status = await events_repo.fail_event(
                 session, event.id or 0, f"{type(exc).__name__}: {exc}",
-                event.attempts, self.s.settings.worker_max_attempts,
+                event.attempts, self.s.settings.worker_max_attempts, worker=self.name,
             )
+        if status == "not_mine":
+            log.info("event finished by another worker; nothing to retry",
+                     extra={"event_id": event.id})
+            return
         log.error(
             "pipeline failed",
             extra={"event_id": event.id, "sender": mask_urn(event.sender),
@@ -219,5 +279,9 @@ class Worker:
 
     async def _one(self, event: InboundEvent) -> None:
         """Process a single claimed event (tests and tools)."""
-        prepared = await self._prepare_all([event])
+        prepared: dict[int, Prepared | BaseException] = {}
+        try:
+            prepared[event.id or 0] = await self._prepare_one(event)
+        except Exception as exc:
+            prepared[event.id or 0] = exc
         await self._alone(event, prepared)

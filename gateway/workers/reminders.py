@@ -6,9 +6,12 @@ the report (the console lists them); `after["audience"]` says who it is for — 
 in progress past the agency deadline of config/deadlines.toml) — so each report gets at most
 one reminder of each kind.
 
-Agency deadlines count working time of a simple calendar: Monday–Friday, 7:30–11:30 and
-13:30–17:00 Asia/Ho_Chi_Minh, minus the listed public holidays (no make-up Saturdays); a
-working day is 7.5 hours, so "2 days" from Friday 16:00 ends Tuesday 16:00.
+Agency deadlines count working time: Monday–Friday, 7:30–11:30 and 13:30–17:00
+Asia/Ho_Chi_Minh, minus the public holidays of any year — Vietnam's, from the `holidays`
+library, whose lunar ones (Tết, Giỗ Tổ Hùng Vương) come from its Vietnamese lunisolar
+calendar, with the days off moved by the government — plus the province's own extra days off
+and make-up working days of config/deadlines.toml; a working day is 7.5 hours, so "2 days"
+from Friday 16:00 ends Tuesday 16:00.
 """
 
 from __future__ import annotations
@@ -45,6 +48,20 @@ class WorkCalendar:
     periods: tuple[tuple[time, time], ...] = ((time(7, 30), time(11, 30)),
                                               (time(13, 30), time(17, 0)))
     holidays: frozenset[date] = frozenset()
+    country: str = ""  # "VN": public holidays of every year from the `holidays` library
+    extra_workdays: frozenset[date] = frozenset()  # make-up Saturdays (làm bù)
+    _years: dict[int, frozenset[date]] = field(default_factory=dict, repr=False)
+
+    def public_holidays(self, year: int) -> frozenset[date]:
+        """The country's public holidays of `year` (cached), plus the listed extra days."""
+        if year not in self._years:
+            days: set[date] = {d for d in self.holidays if d.year == year}
+            if self.country:
+                import holidays as holidays_lib
+
+                days |= set(holidays_lib.country_holidays(self.country, years=year))
+            self._years[year] = frozenset(days)
+        return self._years[year]
 
     @property
     def day_hours(self) -> float:
@@ -53,8 +70,10 @@ class WorkCalendar:
                    for a, b in self.periods) / 3600
 
     def is_workday(self, day: date) -> bool:
-        """Mon–Fri and not a holiday."""
-        return day.isoweekday() in self.workdays and day not in self.holidays
+        """A working weekday that is no public holiday, or a make-up working day."""
+        if day in self.extra_workdays:
+            return True
+        return day.isoweekday() in self.workdays and day not in self.public_holidays(day.year)
 
     def add_working(self, start: datetime, hours: float) -> datetime:
         """The moment `hours` of working time after `start` (aware; returned in UTC)."""
@@ -99,6 +118,9 @@ class Deadlines:
             periods=tuple((_hm(a), _hm(b)) for a, b in cal_data.get(
                 "periods", [["07:30", "11:30"], ["13:30", "17:00"]])),
             holidays=frozenset(date.fromisoformat(d) for d in cal_data.get("holidays", [])),
+            country=str(cal_data.get("public_holidays", "")),
+            extra_workdays=frozenset(date.fromisoformat(d)
+                                     for d in cal_data.get("extra_workdays", [])),
         )
 
         def hours(entry: dict[str, Any]) -> float:

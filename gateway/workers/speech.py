@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +33,12 @@ class Speech:
         engine = self.flows.get(flow)
         return engine is not None and self.pool.available(engine)
 
-    async def transcribe_flow(self, audio: bytes, flow: str) -> Any:
-        """Transcribe encoded audio with the engine configured for `flow`."""
-        return await self.pool.transcribe(audio, self.flows[flow])
+    async def transcribe_flow(self, audio: bytes, flow: str, *, max_seconds: float | None = None,
+                              vocabulary: Sequence[str] = ()) -> Any:
+        """Transcribe encoded audio with the engine configured for `flow` (the first
+        `max_seconds` at most, primed with the domain `vocabulary`)."""
+        return await self.pool.transcribe(audio, self.flows[flow], max_seconds=max_seconds,
+                                          vocabulary=vocabulary)
 
     def streaming_transcriber(self) -> Any:
         """An in-process transcriber for live calls (Media Streams), or None without a model."""

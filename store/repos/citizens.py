@@ -91,7 +91,9 @@ async def resolve_citizen(
     if citizen is None:
         citizen = Citizen(display_name=display_name, phone=phone)
         session.add(citizen)
-        await session.flush()
+        # Only the new citizen's id is needed now; in a worker batch the rest of the
+        # session is flushed at commit, table by table (one multi-row INSERT each).
+        await session.flush([citizen] if known is not None else None)
     else:
         if phone and not citizen.phone:
             citizen.phone = phone

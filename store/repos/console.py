@@ -16,6 +16,7 @@ from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from store.models import (
+    DutyAlert,
     InboundEvent,
     OperatorAction,
     Outbox,
@@ -33,6 +34,8 @@ class QueueFilter:
     channel: str = ""
     sector: str = ""
     urgent_only: bool = False
+    assigned_to: int | None = None  # "của tôi"
+    unassigned: bool = False  # "chưa ai nhận"
 
 
 class ReminderRow(NamedTuple):
@@ -45,7 +48,8 @@ class ReminderRow(NamedTuple):
 async def queue(
     session: AsyncSession, f: QueueFilter, limit: int
 ) -> tuple[list[Report], int]:
-    """Non-draft reports matching `f`, longest waiting first, and how many match in all."""
+    """Non-draft reports matching `f`: urgent first, then longest waiting first, and how many
+    match in all."""
     since = func.coalesce(Report.submitted_at, Report.created_at)
     conds: list[Any] = [col(Report.status) != ReportStatus.DRAFT]
     if f.status != "all":
@@ -56,9 +60,14 @@ async def queue(
         conds.append(Report.sector == f.sector)
     if f.urgent_only:
         conds.append(col(Report.urgent).is_(True))
+    if f.assigned_to is not None:
+        conds.append(Report.assigned_to == f.assigned_to)
+    if f.unassigned:
+        conds.append(col(Report.assigned_to).is_(None))
     total = (await session.exec(select(func.count()).select_from(Report).where(*conds))).one()
     reports = (await session.exec(
-        select(Report).where(*conds).order_by(since, col(Report.id)).limit(limit)
+        select(Report).where(*conds)
+        .order_by(col(Report.urgent).desc(), since, col(Report.id)).limit(limit)
     )).all()
     return list(reports), int(total)
 
@@ -111,3 +120,30 @@ async def replies_to(
                    col(Outbox.kind).in_(list(kinds)))
             .order_by(col(Outbox.id)).limit(limit))
     return list((await session.exec(stmt)).all())
+
+
+async def report_outbox(session: AsyncSession, report_id: int, kinds: Sequence[str]
+                        ) -> list[Outbox]:
+    """What the gateway sent (or will send) the citizen about a report, in order."""
+    stmt = (select(Outbox).where(Outbox.report_id == report_id,
+                                 col(Outbox.kind).in_(list(kinds)))
+            .order_by(col(Outbox.created_at), col(Outbox.id)))
+    return list((await session.exec(stmt)).all())
+
+
+async def open_alerts(session: AsyncSession, limit: int = 20
+                      ) -> list[tuple[DutyAlert, Report]]:
+    """Unacknowledged duty alerts with their reports, newest first."""
+    stmt = (select(DutyAlert, Report).join(Report, col(Report.id) == col(DutyAlert.report_id))
+            .where(col(DutyAlert.acknowledged_at).is_(None))
+            .order_by(col(DutyAlert.id).desc()).limit(limit))
+    return [(a, r) for a, r in (await session.exec(stmt)).all()]
+
+
+async def thread_marks(session: AsyncSession, report_id: int) -> tuple[int, int]:
+    """The newest inbound event id and outbox id of a report (a thread changed when they do)."""
+    last_in = (await session.exec(select(func.max(InboundEvent.id)).where(
+        InboundEvent.report_id == report_id))).one()
+    last_out = (await session.exec(select(func.max(Outbox.id)).where(
+        Outbox.report_id == report_id))).one()
+    return int(last_in or 0), int(last_out or 0)

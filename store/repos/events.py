@@ -110,16 +110,40 @@ async def finish_event(
     )
 
 
+def _mine(t: sa.Table, worker: str | None) -> sa.ColumnElement[bool]:
+    """Only rows this worker still holds (its claim, still processing); any row if None."""
+    if worker is None:
+        return sa.true()
+    return sa.and_(t.c.claimed_by == worker, t.c.status == EVENT_PROCESSING)
+
+
+async def extend_lease(session: AsyncSession, ids: Sequence[int], worker: str,
+                       lease: timedelta) -> int:
+    """Push the lease of `worker`'s claimed events forward (slow media); rows extended."""
+    if not ids:
+        return 0
+    t = table_of(InboundEvent)
+    result = await session.exec(
+        sa.update(t).where(t.c.id.in_(list(ids)), _mine(t, worker))
+        .values(next_attempt_at=utcnow() + lease))
+    await session.commit()
+    return int(getattr(result, "rowcount", 0) or 0)
+
+
 async def finish_events(
-    session: AsyncSession, done: Sequence[tuple[int, str, int | None]]
+    session: AsyncSession, done: Sequence[tuple[int, str, int | None]],
+    worker: str | None = None,
 ) -> None:
-    """Mark several events processed in one statement: (event id, status, report id) each."""
+    """Mark several events processed in one statement: (event id, status, report id) each.
+
+    With `worker`, only events it still holds are marked (a re-claimed one is not).
+    """
     if not done:
         return
     t = table_of(InboundEvent)
     stmt = (
         sa.update(t)
-        .where(t.c.id == sa.bindparam("event_id"))
+        .where(t.c.id == sa.bindparam("event_id"), _mine(t, worker))
         .values(status=sa.bindparam("new_status"), report_id=sa.bindparam("new_report"),
                 processed_at=utcnow(), last_error=None)
     )
@@ -129,14 +153,20 @@ async def finish_events(
 
 
 async def fail_event(
-    session: AsyncSession, event_id: int, error: str, attempts: int, max_attempts: int
+    session: AsyncSession, event_id: int, error: str, attempts: int, max_attempts: int,
+    worker: str | None = None,
 ) -> str:
-    """Record a failure: retry later with back-off, or park it after `max_attempts`."""
+    """Record a failure: retry later with back-off, or park it after `max_attempts`.
+
+    With `worker`, only while it still holds the event: an event another worker finished (or
+    re-claimed) is left alone and "not_mine" is returned.
+    """
     status = EVENT_PARKED if attempts >= max_attempts else EVENT_PENDING
     delay = min(300.0, 2.0 ** attempts)
-    await session.exec(
-        sa.update(table_of(InboundEvent))
-        .where(table_of(InboundEvent).c.id == event_id)
+    t = table_of(InboundEvent)
+    result = await session.exec(
+        sa.update(t)
+        .where(t.c.id == event_id, _mine(t, worker))
         .values(
             status=status,
             last_error=error[:4000],
@@ -144,6 +174,8 @@ async def fail_event(
         )
     )
     await session.commit()
+    if worker is not None and not getattr(result, "rowcount", 1):
+        return "not_mine"
     return status
 
 
@@ -153,3 +185,19 @@ async def queue_depth(session: AsyncSession) -> int:
     stmt = (select(sa.func.count()).select_from(t)
             .where(t.c.status.in_([EVENT_PENDING, EVENT_PROCESSING])))
     return int((await session.exec(stmt)).one())
+
+
+async def referenced_names(session: AsyncSession, names: Sequence[str]) -> set[str]:
+    """Which of these stored file names some inbound message mentions (web chat uploads)."""
+    t = table_of(InboundEvent)
+    found: set[str] = set()
+    text = sa.cast(t.c.message, sa.Text)
+    for start in range(0, len(names), 50):
+        chunk = [n for n in names[start:start + 50] if n.replace(".", "").isalnum()]
+        if not chunk:
+            continue
+        stmt = sa.select(text).where(sa.or_(*(text.contains(n, autoescape=True)
+                                              for n in chunk)))
+        for (body,) in (await session.exec(stmt)).all():  # type: ignore[call-overload]
+            found.update(n for n in chunk if n in (body or ""))
+    return found

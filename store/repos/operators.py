@@ -9,10 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import NamedTuple
 
+import sqlalchemy as sa
 from sqlmodel import col, func, select
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from store.models import Operator, OperatorAction, Report
+from store.models import Operator, OperatorAction, Report, table_of
 
 # Actions after which the failed-login count starts again.
 LOGIN_RESETS = ("login", "unlock", "locked")
@@ -72,6 +73,20 @@ async def recent_login_failures(session: AsyncSession, operator_id: int, since: 
         col(OperatorAction.at) > start,
     )
     return int((await session.exec(stmt)).one())
+
+
+async def count_login_failure(session: AsyncSession, operator_id: int) -> None:
+    """One more failed login, counted atomically in the database (no read-modify-write)."""
+    table = table_of(Operator)
+    await session.exec(sa.update(table).where(table.c.id == operator_id)
+                       .values(failed_logins=table.c.failed_logins + 1))
+
+
+async def reset_login_failures(session: AsyncSession, operator_id: int) -> None:
+    """A successful login: the failure count starts again (and any old lock is void)."""
+    table = table_of(Operator)
+    await session.exec(sa.update(table).where(table.c.id == operator_id)
+                       .values(failed_logins=0, locked_until=None))
 
 
 async def report_actions(session: AsyncSession, report_id: int) -> list[ActionRow]:

@@ -209,3 +209,29 @@ async def messages(
     rows = await session.exec(
         stmt.order_by(col(InboundEvent.id).desc()).offset(offset).limit(limit))
     return [(e, code) for e, code in rows.all()]
+
+
+async def queue_forward_link(session: AsyncSession, report: Report) -> bool:
+    """Queue the delivery that tells the centre `report` duplicates its original
+    (`link:<code>`); False when it is queued already. The caller commits."""
+    if report.code is None:
+        return False
+    key = f"link:{report.code}"
+    if await outbox_key_taken(session, key):
+        return False
+    session.add(Outbox(kind="forward", report_id=report.id,
+                       payload={"code": report.code, "type": "link"}, dedup_key=key))
+    return True
+
+
+async def operator_judgements(
+    session: AsyncSession, actions: Collection[str] = ("confirm", "change_sector"),
+) -> list[tuple[OperatorAction, Report]]:
+    """Operators' confirmations and sector changes with their reports, oldest first: the
+    labelled examples `paht keywords evaluate` replays."""
+    stmt = (select(OperatorAction, Report)
+            .join(Report, col(Report.id) == col(OperatorAction.report_id))
+            .where(col(OperatorAction.action).in_(list(actions)),
+                   col(OperatorAction.operator_id).is_not(None))
+            .order_by(col(OperatorAction.id)))
+    return [(a, r) for a, r in (await session.exec(stmt)).all()]

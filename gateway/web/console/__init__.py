@@ -11,7 +11,17 @@ from pathlib import Path
 
 from aiohttp import web
 
-from gateway.web.console import actions, admin, dashboard, deliveries, login, queue, report
+from gateway.web.console import (
+    actions,
+    admin,
+    assign,
+    dashboard,
+    deliveries,
+    login,
+    queue,
+    report,
+    search,
+)
 from gateway.web.console.auth import Handler, protected
 
 STATIC_DIR = Path(__file__).parent / "static"
@@ -33,7 +43,14 @@ ROUTES: tuple[Route, ...] = (
     Route("POST", "/console/logout", login.logout),
     Route("GET", "/console/", queue.queue_page),
     Route("GET", "/console/queue/rows", queue.queue_rows),
+    Route("GET", "/console/reports", search.reports_page),
+    Route("GET", "/console/alerts.json", assign.alerts_json),
+    Route("POST", "/console/alerts/{id:\\d+}/ack", assign.ack_alert),
     Route("GET", "/console/reports/{id:\\d+}", report.report_page),
+    Route("GET", "/console/reports/{id:\\d+}/thread", report.thread_fragment),
+    Route("POST", "/console/reports/{id:\\d+}/claim", assign.claim),
+    Route("POST", "/console/reports/{id:\\d+}/assign", assign.assign, "supervisor"),
+    Route("POST", "/console/reports/{id:\\d+}/unassign", assign.unassign),
     Route("POST", "/console/reports/{id:\\d+}/reveal", report.reveal_phone),
     Route("POST", "/console/reports/{id:\\d+}/confirm", actions.confirm),
     Route("POST", "/console/reports/{id:\\d+}/sector", actions.change_sector),

@@ -15,7 +15,7 @@ from gateway.domain import reports
 from gateway.domain.lifecycle import OPEN, Actor, allowed
 from gateway.keys import SERVICES
 from gateway.web.console.auth import operator_of
-from gateway.web.console.report import agency_of, load_report
+from gateway.web.console.report import agency_of, load_report, sector_scores
 from store.models import Operator, OperatorAction, Report, ReportStatus, utcnow
 
 MAX_TEXT = 2000
@@ -87,8 +87,12 @@ async def change_sector(request: web.Request) -> web.StreamResponse:
                   "runner_up": report.runner_up}
         report.sector = sector
         report.agency = agency_of(services, sector, reports.report_text(report))
+        # The score shown is the new sector's own (not the classifier's first choice).
+        scores = sector_scores(services, reports.report_text(report))
+        report.score = scores.get(sector) if scores else None
         _audit(db, report, op, "change_sector", before,
-               {"sector": sector, "agency": report.agency}, form.get("note") or None)
+               {"sector": sector, "agency": report.agency, "score": report.score},
+               form.get("note") or None)
         _touch(db, report)
         key = "sector_only"
         if report.status == ReportStatus.SUBMITTED and form.get("then") != "stay":
@@ -128,15 +132,22 @@ async def add_note(request: web.Request) -> web.StreamResponse:
 
 
 async def reply(request: web.Request) -> web.StreamResponse:
-    """Send the citizen a message on the channel they used (texts.notify.operator_reply)."""
+    """Send the citizen a message on the channel they used: the operator's words (wrapped in
+    texts.notify.operator_reply), or a canned reply of config/console.toml sent as written."""
     services = request.app[SERVICES]
     op = operator_of(request)
-    text = (await _form(request)).get("text", "")
+    form = await _form(request)
+    text, canned = form.get("text", ""), form.get("canned", "")
     async with services.sessions() as db:
         report = await load_report(db, request.match_info["id"])
-        if not text:
+        canned_text = (services.texts.get(f"canned.{canned}", code=report.code or "")
+                       if canned and services.texts.has(f"canned.{canned}") else "")
+        if not text and not canned_text:
             raise _done(report, "invalid")
-        message = services.texts.get("notify.operator_reply", code=report.code, note=text)
+        if canned_text and (not text or text == canned_text):
+            message, text = canned_text, canned_text
+        else:
+            message = services.texts.get("notify.operator_reply", code=report.code, note=text)
         await reports.queue_message(db, services, channel=report.channel,
                                     recipient=report.sender, text=message,
                                     report_id=report.id, kind="notify")

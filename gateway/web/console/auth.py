@@ -29,6 +29,8 @@ from store.repos import operators as operators_repo
 
 COOKIE = "paht_console"
 LOGIN_COOKIE = "paht_console_login"
+# The same signed session, scoped to /media: stored citizen media open only for operators.
+MEDIA_COOKIE = "paht_media"
 SESSION_SECONDS = 12 * 3600
 ROLE_RANK = {"operator": 1, "supervisor": 2, "admin": 3}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -113,18 +115,21 @@ def set_session(response: web.StreamResponse, request: web.Request, op: Operator
     })
     response.set_cookie(COOKIE, value, max_age=SESSION_SECONDS, path="/console",
                         httponly=True, samesite="Lax", secure=secure_cookies(request))
+    response.set_cookie(MEDIA_COOKIE, value, max_age=SESSION_SECONDS, path="/media",
+                        httponly=True, samesite="Lax", secure=secure_cookies(request))
     return session
 
 
 def clear_session(response: web.StreamResponse) -> None:
     """Remove the session cookie."""
     response.del_cookie(COOKIE, path="/console")
+    response.del_cookie(MEDIA_COOKIE, path="/media")
 
 
-def read_session(request: web.Request) -> Session | None:
-    """The valid, unexpired session of the request, if any."""
+def read_session(request: web.Request, cookie: str = COOKIE) -> Session | None:
+    """The valid, unexpired session of the request (in `cookie`), if any."""
     secret = request.app[SERVICES].settings.session_secret
-    data = unsign(secret, "session", request.cookies.get(COOKIE))
+    data = unsign(secret, "session", request.cookies.get(cookie))
     if data is None:
         return None
     try:
@@ -164,7 +169,9 @@ async def csrf_ok(request: web.Request, expected: str) -> bool:
         form = await request.post()
         value = form.get("csrf")
         token = value if isinstance(value, str) else None
-    return bool(token) and secrets.compare_digest(str(token), expected) and same_origin(request)
+    return (bool(token) and secrets.compare_digest(str(token).encode("utf-8", "replace"),
+                                                   expected.encode())
+            and same_origin(request))
 
 
 def _to_login(request: web.Request) -> web.HTTPException:

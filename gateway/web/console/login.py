@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import secrets
+import weakref
 from urllib.parse import urlsplit
 
 from aiohttp import web
 
 from gateway.domain.accounts import attempt_login
+from gateway.domain.login_guard import HashingBusy, LoginGuard
 from gateway.keys import SERVICES
 from gateway.web.console.auth import (
     LOGIN_COOKIE,
@@ -23,14 +25,29 @@ from gateway.web.console.auth import (
     with_headers,
 )
 from gateway.web.console.render import render
+from gateway.web.ratelimit import limited_response, request_ip
 from store.models import OperatorAction
 
+# One answer for every failed login (wrong password, unknown or disabled account, a try
+# during its delay): the page must not tell which usernames exist.
 ERRORS = {
-    "bad_credentials": "Tên đăng nhập hoặc mật khẩu không đúng.",
-    "locked": "Tài khoản đang tạm khoá do đăng nhập sai nhiều lần. Vui lòng thử lại sau.",
-    "disabled": "Tài khoản đã bị vô hiệu hoá. Liên hệ quản trị viên.",
+    "bad_credentials": "Tên đăng nhập hoặc mật khẩu không đúng, hoặc đã thử sai nhiều lần "
+                       "(mỗi lần thử sau phải chờ lâu hơn). Vui lòng thử lại sau ít phút.",
+    "busy": "Hệ thống đang nhận quá nhiều lượt đăng nhập. Vui lòng thử lại sau ít phút.",
     "csrf": "Phiên đăng nhập đã hết hạn, vui lòng thử lại.",
 }
+_GUARDS: weakref.WeakKeyDictionary[web.Application, LoginGuard] = weakref.WeakKeyDictionary()
+
+
+def login_guard(app: web.Application) -> LoginGuard:
+    """The app's login throttle (made on first use, from the login_* settings)."""
+    guard = _GUARDS.get(app)
+    if guard is None:
+        settings = app[SERVICES].settings
+        guard = LoginGuard(settings.login_max_failures, settings.login_lockout_minutes * 60.0,
+                           settings.login_max_concurrent_hashes)
+        _GUARDS[app] = guard
+    return guard
 
 
 def safe_next(value: str | None) -> str:
@@ -67,20 +84,34 @@ async def login_page(request: web.Request) -> web.StreamResponse:
 
 
 async def login_submit(request: web.Request) -> web.StreamResponse:
-    """Check the credentials; count failures and lock the account after too many."""
+    """Throttle (IP, everyone, then account+IP), check the credentials, one answer for all."""
     services = request.app[SERVICES]
+    for key, surface in ((None, "login"), ("*", "login_all")):
+        refused = limited_response(request, surface, key)
+        if refused is not None:
+            page = _login_page(request, "busy", status=429)
+            page.headers["Retry-After"] = refused.headers["Retry-After"]
+            return page
     form = await request.post()
     username = str(form.get("username", ""))[:64].strip()
     password = str(form.get("password", ""))[:1024]
     cookie = unsign(services.settings.session_secret, "login", request.cookies.get(LOGIN_COOKIE))
     if cookie is None or not await csrf_ok(request, str(cookie.get("t", ""))):
         return _login_page(request, "csrf", status=403, username=username)
-    ip = request.remote or ""
-    async with services.sessions() as db:
-        result = await attempt_login(db, services.settings, username, password, ip)
-        await db.commit()
+    ip = request_ip(request)
+    guard = login_guard(request.app)
+    if not guard.admit(username, ip):
+        # Within this pair's delay: refused without looking at the account or the password.
+        return _login_page(request, "bad_credentials", status=401, username=username)
+    try:
+        async with services.sessions() as db:
+            result = await attempt_login(db, services.settings, username, password, ip, guard)
+            await db.commit()
+    except HashingBusy:
+        return _login_page(request, "busy", status=429, username=username)
     if result.operator is None:
-        return _login_page(request, result.error, status=401, username=username)
+        return _login_page(request, "bad_credentials", status=401, username=username)
+    guard.succeeded(username, ip)
     resp = web.HTTPSeeOther(safe_next(str(form.get("next", ""))))
     set_session(resp, request, result.operator)
     resp.del_cookie(LOGIN_COOKIE, path="/console")

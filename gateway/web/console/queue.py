@@ -1,4 +1,5 @@
-"""The queue: reports waiting for an operator, oldest first, with SLA countdown and filters.
+"""The queue: reports waiting for a decision, urgent first then oldest, with why each waits,
+who took it, the SLA countdown and filters ("của tôi", "chưa ai nhận").
 
 The page polls `/console/queue/rows` (the table body only) every 20 s with the same filters,
 so the list stays current without the operator losing the filters or the scroll position.
@@ -14,10 +15,12 @@ from aiohttp import web
 
 from channels.registry import CHANNEL_NAMES
 from gateway.keys import SERVICES
-from gateway.web.console.auth import now
+from gateway.web.console.auth import now, operator_of
+from gateway.web.console.labels import queue_reasons
 from gateway.web.console.render import duration, render
 from store.models import REPORT_STATUSES, Report
 from store.repos import console as console_repo
+from store.repos import operators as operators_repo
 
 QUEUE_LIMIT = 200
 
@@ -31,6 +34,18 @@ class Row:
     remaining: str
     overdue: bool
     deadline: datetime
+    reasons: list[tuple[str, str]]
+    assignee: str | None = None
+
+
+VIEWS = ("", "mine", "unassigned")
+
+
+def age_end(report: Report, t: datetime) -> datetime:
+    """Until when a report's waiting age counts: now while it waits, else when it left."""
+    if report.status == "submitted":
+        return t
+    return report.confirmed_at or report.resolved_at or report.updated_at or t
 
 
 def filters_of(request: web.Request, sectors: dict[str, Any]) -> dict[str, str]:
@@ -42,6 +57,7 @@ def filters_of(request: web.Request, sectors: dict[str, Any]) -> dict[str, str]:
         "sector": q.get("sector", "") if q.get("sector", "") in sectors else "",
         "status": status if status in REPORT_STATUSES or status == "all" else "submitted",
         "urgent": "1" if q.get("urgent") == "1" else "",
+        "view": q.get("view", "") if q.get("view", "") in VIEWS else "",
     }
 
 
@@ -54,16 +70,24 @@ async def load_rows(request: web.Request, f: dict[str, str]) -> tuple[list[Row],
     """The reports matching the filters, oldest first, and how many match in all."""
     services = request.app[SERVICES]
     sla = timedelta(minutes=services.settings.console_sla_minutes)
-    query = console_repo.QueueFilter(status=f["status"], channel=f["channel"],
-                                     sector=f["sector"], urgent_only=bool(f["urgent"]))
+    me = operator_of(request)
+    query = console_repo.QueueFilter(
+        status=f["status"], channel=f["channel"], sector=f["sector"],
+        urgent_only=bool(f["urgent"]), assigned_to=me.id if f["view"] == "mine" else None,
+        unassigned=f["view"] == "unassigned")
     async with services.sessions() as db:
         reports, total = await console_repo.queue(db, query, QUEUE_LIMIT)
+        names = {o.id: o.display_name or o.username
+                 for o in await operators_repo.all_operators(db)}
     t = now()
+    policy = services.settings.review_policy
     rows = []
     for r in reports:
         start = r.submitted_at or r.created_at
         deadline = start + sla
-        rows.append(Row(r, duration(t - start), duration(deadline - t), deadline < t, deadline))
+        rows.append(Row(r, duration(age_end(r, t) - start), duration(deadline - t),
+                        deadline < t, deadline, queue_reasons(r, policy),
+                        names.get(r.assigned_to) if r.assigned_to else None))
     return rows, total
 
 
@@ -72,7 +96,10 @@ async def queue_page(request: web.Request) -> web.StreamResponse:
     sectors = _sectors(request)
     f = filters_of(request, sectors)
     rows, total = await load_rows(request, f)
+    async with request.app[SERVICES].sessions() as db:
+        alerts = await console_repo.open_alerts(db)
     return render(request, "queue.html", rows=rows, total=total, filters=f, sectors=sectors,
+                  alerts=alerts,
                   channels=list(CHANNEL_NAMES), statuses=["all", *REPORT_STATUSES[1:]],
                   sla=request.app[SERVICES].settings.console_sla_minutes)
 

@@ -11,6 +11,8 @@ from aiohttp import web
 
 from channels.registry import CHANNEL_NAMES, traits_of
 from gateway.keys import SERVICES
+from gateway.web.console import labels
+from gateway.web.console import settings_file as console_config
 from gateway.web.console.request_keys import CSRF, OPERATOR
 
 TEMPLATES = jinja2.Environment(
@@ -38,6 +40,8 @@ ACTION_LABELS = {
     "merge": "Gộp trùng", "reveal_phone": "Xem số điện thoại",
     "disable_operator": "Khoá tài khoản cán bộ", "enable_operator": "Mở tài khoản cán bộ",
     "retry_forward": "Chuyển tiếp lại", "reminder": "Nhắc việc",
+    "claim": "Nhận xử lý", "assign": "Giao xử lý", "unassign": "Trả lại hàng chờ",
+    "ack_alert": "Đã nhận cảnh báo khẩn",
 }
 ROLE_LABELS = {"operator": "Cán bộ tiếp nhận", "supervisor": "Giám sát", "admin": "Quản trị"}
 
@@ -112,6 +116,10 @@ def render(request: web.Request, template: str, status: int = 200, **context: An
         services=services, channel_badge=channel_badge, status_labels=STATUS_LABELS,
         action_labels=ACTION_LABELS, role_labels=ROLE_LABELS, local=lambda w, *f: local(
             services, w, *f), sector_name=lambda c: sector_name(services, c),
-        path=request.path, **context,
+        path=request.path, reason_label=labels.reason_label, flag_label=labels.flag_label,
+        postback_label=labels.postback_label, kind_label=labels.kind_label,
+        changes=lambda b, a: labels.changes(
+            b or {}, a or {}, status=STATUS_LABELS, sector=lambda c: sector_name(services, c)),
+        cfg=console_config.load(services.settings.config_dir), **context,
     )
     return web.Response(text=html, status=status, content_type="text/html", charset="utf-8")

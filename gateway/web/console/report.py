@@ -1,4 +1,6 @@
-"""The report page: the citizen's messages, place, the classifier's reasons, history, actions."""
+"""The report page: one thread of the citizen's messages and the centre's replies (live), the
+place on a map with its ward, the classifier's reasons for the current sector, why the report
+waits, the citizen's other reports, duplicates (merge also after forwarding), history, actions."""
 
 from __future__ import annotations
 
@@ -16,11 +18,20 @@ from gateway.keys import SERVICES
 from gateway.ops.privacy import mask_phone, mask_urn, pseudonym
 from gateway.services import Services
 from gateway.web.console.auth import now, operator_of
+from gateway.web.console.labels import queue_reasons
 from gateway.web.console.render import duration, highlight, render
-from store.models import Citizen, InboundEvent, Operator, OperatorAction, Report
+from gateway.web.console.settings_file import load as load_config
+from store.models import Citizen, InboundEvent, Operator, OperatorAction, Outbox, Report
 from store.repos import console as console_repo
 from store.repos import operators as operators_repo
 from store.repos import reports as reports_repo
+from store.repos import search as search_repo
+
+THREAD_KINDS = ("reply", "notify")
+OUTBOX_STATES = {"pending": "đang gửi", "sent": "đã gửi", "dead": "gửi không được",
+                 "held": "chờ công dân nhắn lại", "fallback": "đã gửi qua SMS"}
+# A runner-up is offered only with this much evidence of its own (not "Khác", not ~0).
+RUNNER_UP_MIN_SCORE = 0.10
 
 log = logging.getLogger("paht.console")
 
@@ -35,7 +46,45 @@ FLASH = {
     "merged": "Đã gộp vào phản ánh gốc; công dân sẽ nhận thông báo của phản ánh gốc.",
     "stale": "Phản ánh đã được xử lý trước đó (có thể bởi cán bộ khác).",
     "invalid": "Dữ liệu không hợp lệ.",
+    "claimed": "Anh/chị đã nhận xử lý phản ánh này.",
+    "assigned": "Đã giao phản ánh cho cán bộ.",
+    "unassigned": "Đã trả phản ánh về hàng chờ chung.",
+    "ack": "Đã ghi nhận cảnh báo khẩn.",
 }
+
+
+@dataclass
+class ThreadItem:
+    """One line of the thread: a citizen's message or what the centre sent."""
+
+    at: Any
+    inbound: bool
+    message: Message | None = None
+    text: str = ""
+    state: str = ""
+    key: str = ""
+
+
+def thread_of(messages: list[Message], sent: list[Outbox]) -> list[ThreadItem]:
+    """The citizen's messages and the centre's replies and notices, in time order."""
+    items = [ThreadItem(m.event.received_at, True, m, key=f"in-{m.event.id}") for m in messages]
+    items += [ThreadItem(o.created_at, False, None, str(o.payload.get("text") or ""),
+                         OUTBOX_STATES.get(o.status, o.status), key=f"out-{o.id}")
+              for o in sent]
+    items.sort(key=lambda i: (i.at, not i.inbound))
+    return items
+
+
+def sector_scores(services: Services, text: str) -> dict[str, float]:
+    """The classifier's probability of every sector for this text ({} without a classifier)."""
+    clf = services.classifier
+    if clf is None or not text.strip():
+        return {}
+    try:
+        return dict(clf.probabilities(clf.evidence(text)))
+    except Exception:
+        log.exception("scoring failed")
+        return {}
 
 
 @dataclass
@@ -120,37 +169,79 @@ def agency_of(services: Services, sector: str | None, text: str) -> str | None:
         return str(clf.sectors[sector].agency)
 
 
+async def load_thread(services: Services, db: AsyncSession, report: Report
+                      ) -> tuple[list[ThreadItem], list[dict[str, Any]], list[Message]]:
+    """The report's thread, the attachments of no message, and its messages."""
+    rid = report.id or 0
+    events = await console_repo.report_events(db, rid)
+    sent = await console_repo.report_outbox(db, rid, THREAD_KINDS)
+    messages, loose = messages_of(report, events)
+    return thread_of(messages, sent), loose, messages
+
+
 async def report_page(request: web.Request, revealed: bool = False) -> web.StreamResponse:
     """The full page of one report."""
     services = request.app[SERVICES]
     op = operator_of(request)
+    cfg = load_config(services.settings.config_dir)
     async with services.sessions() as db:
         report = await load_report(db, request.match_info["id"])
         rid = report.id or 0
         citizen = await db.get(Citizen, report.citizen_id)
-        events = await console_repo.report_events(db, rid)
+        thread, loose, _ = await load_thread(services, db, report)
+        marks = await console_repo.thread_marks(db, rid)
         history = await console_repo.report_history(db, rid)
         actions = await operators_repo.report_actions(db, rid)
         verdicts = await reports_repo.classifications_of(db, rid)
         verdict = verdicts[-1] if verdicts else None
         candidates = await find_candidates(db, services, report)
         original = await db.get(Report, report.duplicate_of) if report.duplicate_of else None
+        others = await search_repo.reports_of_citizen(db, report.citizen_id, rid)
+        operators = [o for o in await operators_repo.all_operators(db) if o.active]
     text = report_text(report)
-    messages, loose = messages_of(report, events)
+    scores = sector_scores(services, text)
+    score = scores.get(report.sector or "") if scores else report.score
+    runner = report.runner_up
+    runner_score = scores.get(runner or "", 0.0) if scores else (
+        verdict.runner_up_score if verdict else 0.0)
+    runner_ok = bool(runner and runner != report.sector and runner != "khac"
+                     and runner_score >= RUNNER_UP_MIN_SCORE)
     sla = timedelta(minutes=services.settings.console_sla_minutes)
     deadline = (report.submitted_at or report.created_at) + sla
     clf = services.classifier
+    names = {o.id: o.display_name or o.username for o in operators}
+    canned = [(key, label, services.texts.get(f"canned.{key}", code=report.code or ""))
+              for key, label in cfg.canned if services.texts.has(f"canned.{key}")]
     return render(
-        request, "report.html", report=report, messages=messages, loose_media=loose,
+        request, "report.html", report=report, thread=thread, loose_media=loose,
+        thread_mark=f"{marks[0]}-{marks[1]}",
         citizen=citizen_view(services, report, citizen, op, revealed),
         segments=highlight(text, report.matches), verdict=verdict, history=history,
-        actions=actions, candidates=candidates, original=original,
+        actions=actions, candidates=candidates, original=original, others=others,
         agency=report.agency or agency_of(services, report.sector, text),
         sectors=dict(clf.sectors) if clf is not None else {},
         subscribers=[f.split(":", 1)[1] for f in report.flags if f.startswith("subscriber:")],
         flash=FLASH.get(request.query.get("done", "")), deadline=deadline,
         overdue=deadline < now(), remaining=duration(deadline - now()),
+        score=score, runner_ok=runner_ok, runner_score=runner_score,
+        reasons=queue_reasons(report, services.settings.review_policy),
+        ward=cfg.ward_at(report.lat, report.lon), operators=operators,
+        assignee=names.get(report.assigned_to) if report.assigned_to else None,
+        canned=canned, may_assign=op.role in ("supervisor", "admin"),
     )
+
+
+async def thread_fragment(request: web.Request) -> web.StreamResponse:
+    """Only the thread of a report, for the page's live refresh (X-Thread-Mark changes with
+    every new message or reply)."""
+    services = request.app[SERVICES]
+    async with services.sessions() as db:
+        report = await load_report(db, request.match_info["id"])
+        thread, _, _ = await load_thread(services, db, report)
+        marks = await console_repo.thread_marks(db, report.id or 0)
+    resp = render(request, "_thread.html", report=report, thread=thread)
+    resp.headers["X-Thread-Mark"] = f"{marks[0]}-{marks[1]}"
+    return resp
 
 
 async def reveal_phone(request: web.Request) -> web.StreamResponse:

@@ -1,0 +1,119 @@
+"""Issue 14, second pass: how a complaint letter is read (consequences, headline, thank-you
+notes, damage and noise rules), the rival-sector review reason and the v3 data sets."""
+
+from __future__ import annotations
+
+import json
+import tomllib
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from nlp.classifier import Classifier
+
+ROOT = Path(__file__).resolve().parents[1]
+DATA = ROOT / "tests" / "data"
+
+
+@pytest.fixture(scope="module")
+def clf() -> Classifier:
+    return Classifier.load()
+
+
+def _config() -> dict[str, object]:
+    return tomllib.loads((ROOT / "config" / "sectors.toml").read_text("utf-8"))
+
+
+def test_consequence_is_context_not_the_complaint(clf: Classifier) -> None:
+    text = ("Đèn chiếu sáng trong kiệt 12 bị tắt cả tuần, đường tối om, "
+            "gây mất an ninh trật tự cho bà con.")
+    res = clf.classify(text)
+    assert res.sector == "ha_tang_do_thi"
+    roles = {m.phrase: m.role for m in res.matches}
+    assert roles["an ninh trật tự"] == "context"
+
+
+def test_consequence_marker_needs_the_same_clause(clf: Classifier) -> None:
+    cfg = _config()
+    one = Classifier(cfg, clf.normalizer)
+    res = one.classify("Tiềm ẩn. Trộm cắp xe máy ở chợ đêm")
+    assert {m.phrase: m.role for m in res.matches}["trộm cắp"] == "object"
+
+
+def test_headline_clause_counts_more(clf: Classifier) -> None:
+    text = ("Kính gửi Trung tâm. Xin phản ánh kiệt 30 không có đèn chiếu sáng, ban đêm "
+            "thanh niên tụ tập nhậu nhẹt.")
+    flat = _config()
+    flat["evidence"] = dict(flat["evidence"], lead_factor=1.0)  # type: ignore[call-overload]
+    plain = Classifier(flat, clf.normalizer)
+    assert plain.evidence(text)["ha_tang_do_thi"] < clf.evidence(text)["ha_tang_do_thi"]
+    # the salutation is not the headline, and the later clause keeps its weight
+    assert plain.evidence(text)["an_ninh_trat_tu"] == clf.evidence(text)["an_ninh_trat_tu"]
+
+
+@pytest.mark.parametrize("text", [
+    "Xin cảm ơn trung tâm, đèn đường trước nhà tôi đã sáng trở lại.",
+    "cam on ad, dien luc da sua xong duong day roi",
+])
+def test_thank_you_for_work_done_is_khac(clf: Classifier, text: str) -> None:
+    assert clf.classify(text).sector == "khac"
+
+
+def test_a_report_with_a_thank_you_is_still_a_report(clf: Classifier) -> None:
+    assert clf.classify("Đèn đường trước nhà tôi bị tắt 3 đêm, cảm ơn.").sector == \
+        "ha_tang_do_thi"
+
+
+def test_the_better_spelling_owns_the_words(clf: Classifier) -> None:
+    res = clf.classify("Rác đổ dọc tuyến đường ven sông bốc mùi.")
+    assert "tuyên dương" not in {m.phrase for m in res.matches}
+    assert res.sector == "ve_sinh_moi_truong"
+
+
+@pytest.mark.parametrize(("text", "sector"), [
+    ("Vỉa hè trước nhà số 8 bị bong tróc, sụt lún nhiều chỗ.", "ha_tang_do_thi"),
+    ("Mặt đường đoạn qua chợ bị bong tróc, sụt lún nhiều chỗ.", "ha_tang_giao_thong"),
+    ("Tiếng ồn lớn từ xưởng cưa gỗ suốt ngày, bụi bay vào nhà.", "ve_sinh_moi_truong"),
+    ("Quán karaoke hát tới khuya, tiếng ồn lớn.", "an_ninh_trat_tu"),
+    ("Quán ăn đổ thức ăn thừa ra cống, bốc mùi hôi.", "ve_sinh_moi_truong"),
+    ("tiem sua xe bay xe ra het via he", "trat_tu_do_thi"),
+])
+def test_damage_noise_and_leftovers(clf: Classifier, text: str, sector: str) -> None:
+    assert clf.classify(text).sector == sector
+
+
+def test_a_ruled_phrase_counts_only_through_its_rule(clf: Classifier) -> None:
+    res = clf.classify("Quán karaoke gây tiếng ồn")
+    hits = [m for m in res.matches if m.phrase == "tiếng ồn"]
+    assert len(hits) == 1 and hits[0].sector == "an_ninh_trat_tu"
+
+
+def test_rival_sector_goes_to_review(clf: Classifier) -> None:
+    text = "Dây cáp viễn thông và dây điện võng thấp chằng chịt trên cột điện trước nhà."
+    res = clf.classify(text)
+    assert "rival_sector" in res.reasons and res.needs_review
+    off = _config()
+    off["review"] = dict(off["review"], rival_ratio=0.0)  # type: ignore[call-overload]
+    assert "rival_sector" not in Classifier(off, clf.normalizer).classify(text).reasons
+
+
+def test_one_clear_sector_is_not_a_rival(clf: Classifier) -> None:
+    res = clf.classify("Khu phố tôi bị mất điện từ sáng đến giờ, điện lực chưa khắc phục.")
+    assert "rival_sector" not in res.reasons
+
+
+def _rows(name: str) -> list[dict[str, str]]:
+    with (DATA / name).open(encoding="utf-8") as fh:
+        return [json.loads(line) for line in fh if line.strip()]
+
+
+def test_v3_sets_shape_and_separation(clf: Classifier) -> None:
+    held, tune = _rows("heldout_v3.jsonl"), _rows("tune_v3.jsonl")
+    assert len(held) >= 120
+    assert set(Counter(r["sector"] for r in held)) == set(clf.sectors)
+    assert set(Counter(r["register"] for r in held)) == {"formal", "sms", "chat", "speech"}
+    others = {r["text"] for name in ("tune_v3.jsonl", "tune_v2.jsonl", "heldout_v2.jsonl",
+                                     "labelled_reports.jsonl") for r in _rows(name)}
+    assert not {r["text"] for r in held} & others
+    assert all(r["sector"] in clf.sectors for r in held + tune)
