@@ -157,7 +157,7 @@ class Settings(BaseSettings):
     stt_workers: int = 1
     stt_timeout_seconds: float = 300.0  # one transcription; beyond it the report goes to review
     # Domain words (sector phrases, config/voice.toml places) given to the engines as a prompt.
-    stt_vocabulary: bool = True
+    stt_vocabulary: bool = False  # off until measured to help (issue 15 §4)
 
     # Forwarding
     forward_sink: Literal["database", "open311", "webhook"] = "database"

@@ -27,6 +27,7 @@ TABLES = (
     "classification", "operator_action", "report_history", "outbox", "inbound_event",
     "conversation", "identity", "report", "citizen", "operator", "tracking_counter", "credential",
     "central_report", "central_rating", "central_status_event", "duty_alert", "alert_push",
+    "callback_request",
 )
 
 

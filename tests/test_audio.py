@@ -180,3 +180,26 @@ def test_decode_to_other_rate(speech_wav: Path) -> None:
 def test_garbage_raises_audio_decode_error(data: bytes) -> None:
     with pytest.raises(AudioDecodeError):
         decode_to_pcm16(data)
+
+
+def test_duration_is_read_from_the_container_and_decoding_is_trimmed() -> None:
+    """Issue 15: the declared length is known before decoding; the decode stops at the cap."""
+    import io
+    import wave
+
+    from nlp.audio import decode_to_pcm16, probe_duration
+    from nlp.stt import REFUSE_FACTOR, check_declared_length
+
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(bytes(2 * 16000 * 6))  # 6 s
+    data = buf.getvalue()
+    assert probe_duration(data) == pytest.approx(6.0, abs=0.01)
+    assert len(decode_to_pcm16(data, 16000, max_seconds=2.0)) == 2 * 16000 * 2
+    assert len(decode_to_pcm16(data, 16000)) == 2 * 16000 * 6
+    assert check_declared_length(data, 1.0) == pytest.approx(6.0, abs=0.01)
+    with pytest.raises(AudioDecodeError, match="over"):
+        check_declared_length(data, 6.0 / (REFUSE_FACTOR + 1))

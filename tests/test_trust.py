@@ -246,3 +246,18 @@ def test_evaluate_shows_changed_decisions(tmp_path: Any) -> None:
     assert result["before"]["accuracy"] == 1.0 and result["after"]["accuracy"] == 0.5
     assert [c["gold"] for c in result["changed"]] == ["ha_tang_giao_thong"]
     assert "1 decisions changed" in format_evaluation(result)
+
+
+def test_a_caller_keypad_confirmation_settles_what_was_read_back(clf: Classifier) -> None:
+    cfg = trust.config_of(clf)
+    said = "đèn đường hẻm mười hai tắt"
+    heard = _report(transcript=said, transcript_confidence=0.55, flags=["no_place"])
+    before = trust.review_reasons(heard, clf.classify(said), cfg)
+    assert "transcript_low_confidence" in before and "flag:no_place" in before
+    confirmed = _report(transcript=said, transcript_confidence=0.55, address="hẻm 12",
+                        flags=["no_place", trust.CALLER_CONFIRMED])
+    assert trust.review_reasons(confirmed, clf.classify(said), cfg) == []
+    # Danger still reaches a person, whatever the caller pressed.
+    urgent = _report(transcript=said, transcript_confidence=0.55, urgent=True,
+                     flags=[trust.CALLER_CONFIRMED])
+    assert "urgent" in trust.review_reasons(urgent, clf.classify(said), cfg)

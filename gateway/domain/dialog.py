@@ -319,7 +319,8 @@ class Dialog(DialogCore):
         if flags:
             draft.flags = sorted({*draft.flags, *flags})
         if not draft.address:
-            place = self._place_from(msg, text)
+            # A call has no typed words: the place is in what the caller said.
+            place = self._place_from(msg, text or (transcript or "").strip())
             if place:
                 draft.address = place
         draft.updated_at = utcnow()

@@ -36,13 +36,6 @@ from store.repos import calls as calls_repo
 
 log = logging.getLogger("paht.hotline")
 
-CALLER_CONFIRMED = "caller_confirmed"  # report flag: the caller confirmed on the keypad
-# What the caller's confirmation settles: the words and sector were heard right. The rest
-# (urgent, misconduct, duplicates, abuse, no place…) still needs an operator.
-SETTLED_BY_CALLER = frozenset({
-    "transcript_low_confidence", "transcript_not_vietnamese", "low_score", "low_margin",
-    "context_only", "single_keyword", "weak_evidence", "short_text", "classifier",
-})
 PLACE_MAX_CHARS = 80  # a read-back is short: long addresses are cut at a word
 
 
@@ -174,21 +167,14 @@ async def emergency_numbers(session: AsyncSession, report: Report) -> tuple[str,
     return tuple(found)
 
 
-def caller_reasons(report: Report, reasons: list[str]) -> list[str]:
-    """The review reasons left once the caller confirmed on the keypad."""
-    if CALLER_CONFIRMED not in report.flags:
-        return reasons
-    return [r for r in reasons if r not in SETTLED_BY_CALLER]
-
-
 async def caller_confirms(session: AsyncSession, services: Services, report: Report,
                           sector: str | None = None) -> bool:
     """Store the caller's keypad confirmation (and chosen sector) on the report, re-run the
     trust gate and confirm it when nothing else needs an operator; returns True if confirmed.
     The caller commits."""
     before = {"sector": report.sector, "flags": list(report.flags)}
-    if CALLER_CONFIRMED not in report.flags:
-        report.flags = [*report.flags, CALLER_CONFIRMED]
+    if trust.CALLER_CONFIRMED not in report.flags:
+        report.flags = [*report.flags, trust.CALLER_CONFIRMED]
     clf = services.classifier
     text = reports.report_text(report)
     if sector and sector != report.sector_by_caller:
@@ -213,7 +199,7 @@ async def caller_confirms(session: AsyncSession, services: Services, report: Rep
     # A likely duplicate found at submission still waits for an operator.
     if report.suspected_duplicate_of is not None:
         reasons.append("possible_duplicate")
-    report.review_reasons = caller_reasons(report, list(dict.fromkeys(reasons)))
+    report.review_reasons = list(dict.fromkeys(reasons))  # trust settles what the caller did
     report.needs_review = bool(report.review_reasons)
     if not reports.auto_confirms(services.settings, report, result is not None):
         log.info("caller confirmed; still for review",

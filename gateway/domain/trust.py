@@ -33,6 +33,15 @@ DEFAULT_FLAGS = ("no_place", "photo_only", "emergency", "silent", "silent_audio"
                  "transcript_pending", "no_transcript")
 
 
+CALLER_CONFIRMED = "caller_confirmed"  # report flag: the caller confirmed on the keypad
+# What the caller's confirmation settles: the words and the sector were heard right.
+SETTLED_BY_CALLER = frozenset({
+    "transcript_low_confidence", "transcript_not_vietnamese", "low_score", "low_margin",
+    "context_only", "single_keyword", "weak_evidence", "short_text", "classifier",
+    "rival_sector",
+})
+
+
 @dataclass(frozen=True, slots=True)
 class TrustConfig:
     """The `[trust]` table of sectors.toml."""
@@ -101,6 +110,11 @@ def review_reasons(report: Report, result: Any | None, cfg: TrustConfig) -> list
         reasons.append("urgent")
     if result is not None and getattr(result, "misconduct", False):
         reasons.append("misconduct")
+    if CALLER_CONFIRMED in report.flags:
+        # The hotline read the sector and place back and the caller confirmed on the keypad:
+        # what was heard is settled; urgency, misconduct and duplicates still need a person.
+        settled = set(SETTLED_BY_CALLER) | ({"flag:no_place"} if report.address else set())
+        reasons = [r for r in reasons if r not in settled]
     return list(dict.fromkeys(reasons))
 
 

@@ -271,7 +271,7 @@ async def flow(request: web.Request) -> web.StreamResponse:
     step = raw.query.get("step", "")
     if step not in STEPS:
         return web.Response(status=400, text="unknown step")
-    call = Call(services, channel, channel.menu, params, dict(raw.query),
+    call = Call(services, channel, channel.menu, dict(params), dict(raw.query),
                 app[INGESTOR].accept)
     if step == "start":
         body = await call.start()
