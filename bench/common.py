@@ -70,6 +70,10 @@ def server_env(database_url: str, var_dir: Path, *, workers: bool, **extra: str)
         "PAHT_TWILIO_AUTH_TOKEN": TW_TOKEN,
         "PAHT_TWILIO_NUMBER": "+14155550100",
         "PAHT_TWILIO_API_BASE": DEAD_API,
+        # One load generator on one address speaks for thousands of citizens: the web chat's
+        # per-IP limit (meant for browsers) would refuse most of its messages.
+        "PAHT_RATE_LIMIT_CHAT_PER_IP": "0",
+        "PAHT_RATE_LIMIT_CHAT_PER_SESSION": "0",
         **extra,
     }
 

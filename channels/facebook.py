@@ -294,4 +294,5 @@ class FacebookChannel(Channel[FacebookConfig]):
         """Download from Meta's CDNs only, stopping at `max_bytes` (links expire: fetch soon)."""
         return await download(self.http, attachment.url, max_bytes,
                               allowed=hosts_check(self.MEDIA_HOST_SUFFIXES,
-                                                  self.allowed_media_hosts))
+                                                  self.allowed_media_hosts),
+                              trusted_hosts=self.allowed_media_hosts)

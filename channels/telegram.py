@@ -25,6 +25,7 @@ import warnings
 from collections.abc import Mapping
 from datetime import timedelta
 from typing import Any, ClassVar
+from urllib.parse import urlsplit
 
 import aiohttp
 from pydantic import Field
@@ -306,8 +307,10 @@ class TelegramChannel(Channel[TelegramConfig]):
         if not url.startswith(prefix) or ".." in url[len(prefix):]:
             raise SendError("unexpected file path", retryable=False, code="file_path")
         # The file URL contains the token: no redirects, and never logged.
+        # The Bot API host is the operator's own choice (a self-hosted server may be internal).
         data, _ = await download(self.http, url, limit, allowed=lambda _url, hop: hop == 0,
-                                 max_redirects=0)
+                                 max_redirects=0,
+                                 trusted_hosts=[urlsplit(prefix).hostname or ""])
         mime = attachment.mime or mimetypes.guess_type(url[len(prefix):])[0]
         return data, mime
 

@@ -297,5 +297,6 @@ async def fetch_twilio_media(
 
     auth = {"Authorization": basic_auth(config.account_sid, config.auth_token)}
     data, mime = await download(http, attachment.url, max_bytes, allowed=allowed,
-                                first_headers=auth, max_redirects=MAX_MEDIA_REDIRECTS)
+                                first_headers=auth, max_redirects=MAX_MEDIA_REDIRECTS,
+                                trusted_hosts=[configured])
     return data, mime or attachment.mime

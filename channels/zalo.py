@@ -394,6 +394,7 @@ class ZaloChannel(Channel[ZaloConfig]):
             url = "https://" + url[len("http://"):]  # some payloads carry http:// CDN links
         data, mime = await download(self.http, url, max_bytes,
                                     allowed=hosts_check(self.MEDIA_HOST_SUFFIXES,
-                                                        self.allowed_media_hosts))
+                                                        self.allowed_media_hosts),
+                                    trusted_hosts=self.allowed_media_hosts)
         return data, mime or attachment.mime
 

@@ -57,7 +57,7 @@ class Settings(BaseSettings):
     worker_concurrency: int = 4  # media downloads and transcriptions in parallel per batch
     worker_batch_size: int = 32  # events claimed and committed together (per-event fallback)
     # How long a batch waits for media and speech before it goes on without the slow events.
-    worker_prepare_wait_seconds: float = 1.0
+    worker_prepare_wait_seconds: float = 0.25
     worker_poll_seconds: float = 1.0
     worker_max_attempts: int = 5
     worker_lease_seconds: float = 30.0

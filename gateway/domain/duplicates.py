@@ -16,6 +16,8 @@ from gateway.services import Services
 from gateway.settings import Settings
 from store.models import Report
 from store.repos import console as console_repo
+from store.repos import reports as reports_repo
+from store.repos.console import ScanRow
 
 OPEN_STATUSES = ("submitted", "confirmed", "forwarded", "in_progress")
 TEXT_SIMILARITY = 85.0  # rapidfuzz token_set_ratio on folded report text
@@ -61,18 +63,20 @@ def normal_address(address: str | None) -> str:
     return " ".join(_ADDRESS_NOISE.sub(" ", text).split())
 
 
-def _text(report: Report) -> str:
+def _text(report: Report | ScanRow) -> str:
     return "\n".join(p for p in (report.text, report.transcript) if p)
 
 
-def score_candidate(report: Report, other: Report, radius_m: float,
-                    text_threshold: float = TEXT_SIMILARITY) -> Candidate | None:
-    """Why `other` may be the report `report` duplicates, or None."""
+def judge(report: Report, other: Report | ScanRow, radius_m: float,
+          text_threshold: float = TEXT_SIMILARITY,
+          ) -> tuple[float | None, float, tuple[str, ...]] | None:
+    """(distance, text similarity, reasons) when `other` may be what `report` duplicates."""
     reasons: list[str] = []
     distance = None
     same_sector = bool(report.sector) and other.sector == report.sector
-    if None not in (report.lat, report.lon, other.lat, other.lon):
-        distance = haversine_m(report.lat, report.lon, other.lat, other.lon)  # type: ignore[arg-type]
+    if (report.lat is not None and report.lon is not None and other.lat is not None
+            and other.lon is not None):
+        distance = haversine_m(report.lat, report.lon, other.lat, other.lon)
         if same_sector and distance <= radius_m:
             reasons.append("near")
     mine, theirs = _text(report), _text(other)
@@ -83,7 +87,14 @@ def score_candidate(report: Report, other: Report, radius_m: float,
     address = normal_address(report.address)
     if same_sector and address and address == normal_address(other.address):
         reasons.append("address")
-    return Candidate(other, distance, similarity, tuple(reasons)) if reasons else None
+    return (distance, similarity, tuple(reasons)) if reasons else None
+
+
+def score_candidate(report: Report, other: Report, radius_m: float,
+                    text_threshold: float = TEXT_SIMILARITY) -> Candidate | None:
+    """Why `other` may be the report `report` duplicates, or None."""
+    verdict = judge(report, other, radius_m, text_threshold)
+    return Candidate(other, *verdict) if verdict is not None else None
 
 
 async def candidates(
@@ -94,15 +105,16 @@ async def candidates(
     nearest, then most similar, first."""
     start = report.submitted_at or report.created_at
     window = timedelta(hours=settings.duplicate_window_hours)
-    rows = await console_repo.duplicate_candidates(
+    # Only the columns a duplicate is judged on: each submission scans up to MAX_SCAN rows.
+    rows = await console_repo.duplicate_scan(
         session, exclude_id=report.id, statuses=OPEN_STATUSES, since=start - window,
         until=start, limit=MAX_SCAN)
-    found = [c for other in rows
-             if (c := score_candidate(report, other, settings.duplicate_radius_m,
-                                      text_threshold)) is not None]
-    found.sort(key=lambda c: (c.distance_m if c.distance_m is not None else 1e12,
-                              -c.similarity))
-    return found[:limit]
+    judged = [(row, v) for row in rows
+              if (v := judge(report, row, settings.duplicate_radius_m, text_threshold))]
+    judged.sort(key=lambda rv: (rv[1][0] if rv[1][0] is not None else 1e12, -rv[1][1]))
+    judged = judged[:limit]
+    full = await reports_repo.by_ids(session, [row.id for row, _ in judged])
+    return [Candidate(full[row.id], *v) for row, v in judged if row.id in full]
 
 
 async def find_candidates(

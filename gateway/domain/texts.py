@@ -3,8 +3,10 @@ who write English), and where the config directory is."""
 
 from __future__ import annotations
 
+import re
 import tomllib
 import unicodedata
+from functools import lru_cache
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -17,12 +19,18 @@ def config_dir(override: Path | None = None) -> Path:
     return Path(str(resources.files("config")))
 
 
+# Combining marks and variation selectors (Vietnamese tone and vowel marks are all in the
+# first block); one regex is about twice as fast as testing each character's category.
+_MARKS = re.compile("[\u0300-\u036f\u1ab0-\u1aff\u1dc0-\u1dff\u20d0-\u20ff"
+                    "\ufe00-\ufe0f\ufe20-\ufe2f]")
+
+
+@lru_cache(maxsize=16384)
 def fold(text: str) -> str:
     """Lower-case, NFC, diacritic-free, single-spaced: for matching commands and keywords."""
     text = unicodedata.normalize("NFD", text.strip().lower()).replace("đ", "d")
-    text = text.replace("\u0111", "d")
-    stripped = "".join(c for c in text if unicodedata.category(c) != "Mn")
-    return " ".join(unicodedata.normalize("NFC", stripped).split())
+    text = text.replace("\u0111", "d")  # đ has no decomposition: it is its own letter
+    return " ".join(unicodedata.normalize("NFC", _MARKS.sub("", text)).split())
 
 
 class Texts:

@@ -135,12 +135,14 @@ class Worker:
         if not events:
             return 0
         tasks = {e.id or 0: asyncio.create_task(self._prepare_one(e)) for e in events}
-        waiting = [t for t in tasks.values() if not t.done()]
-        if waiting:
-            await asyncio.wait(waiting, timeout=self.s.settings.worker_prepare_wait_seconds)
+        media = [tasks[e.id or 0] for e in events if self._needs_preparing(e)]
+        wait = self.s.settings.worker_prepare_wait_seconds
+        if media and wait > 0:
+            await asyncio.wait(media, timeout=wait)
         # A slow download or transcription (a 15-minute voice note) must not hold the batch:
         # its sender's events go on in a slow lane, in order, and the worker claims more.
-        slow_senders = {e.sender for e in events if not tasks[e.id or 0].done()}
+        slow_senders = {e.sender for e in events
+                        if self._needs_preparing(e) and not tasks[e.id or 0].done()}
         fast = [e for e in events if e.sender not in slow_senders]
         slow = [e for e in events if e.sender in slow_senders]
         if slow:
@@ -181,6 +183,11 @@ class Worker:
                     await events_repo.extend_lease(session, ids, self.name, self.lease)
             except Exception:
                 log.warning("could not extend the lease", exc_info=True)
+
+    def _needs_preparing(self, event: InboundEvent) -> bool:
+        """Media to download or speech to transcribe before the event can be processed."""
+        return bool(event.message.get("attachments")) or self.s.channels.traits(
+            event.channel).spoken
 
     async def _prepare_one(self, event: InboundEvent) -> Prepared:
         """Media and speech of one event, outside any transaction (bounded across batches)."""

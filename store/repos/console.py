@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, NamedTuple
 
+import sqlalchemy as sa
 from sqlalchemy import func
 from sqlmodel import col, select
 from sqlmodel.ext.asyncio.session import AsyncSession
@@ -23,6 +24,7 @@ from store.models import (
     Report,
     ReportHistory,
     ReportStatus,
+    table_of,
 )
 
 
@@ -100,6 +102,37 @@ async def duplicate_candidates(
         col(Report.created_at) <= until,
     ).order_by(col(Report.created_at).desc()).limit(limit)
     return list((await session.exec(stmt)).all())
+
+
+@dataclass(frozen=True, slots=True)
+class ScanRow:
+    """The columns a duplicate is judged on (what `Report` has, without loading a Report)."""
+
+    id: int
+    sector: str | None
+    lat: float | None
+    lon: float | None
+    address: str | None
+    text: str
+    transcript: str | None
+
+
+async def duplicate_scan(
+    session: AsyncSession, *, exclude_id: int | None, statuses: Sequence[str],
+    since: datetime, until: datetime, limit: int,
+) -> list[ScanRow]:
+    """Like `duplicate_candidates`, but only the columns a duplicate is judged on (no ORM
+    objects: each submission scans hundreds of reports)."""
+    t = table_of(Report)
+    stmt = (sa.select(t.c.id, t.c.sector, t.c.lat, t.c.lon, t.c.address, t.c.text,
+                      t.c.transcript)
+            .where(t.c.id != exclude_id, t.c.status.in_(list(statuses)),
+                   t.c.duplicate_of.is_(None), t.c.created_at >= since,
+                   t.c.created_at <= until)
+            .order_by(t.c.created_at.desc()).limit(limit))
+    conn = await session.connection()  # Core rows, no ORM objects
+    rows = (await conn.execute(stmt)).all()
+    return [ScanRow(r[0], r[1], r[2], r[3], r[4], r[5] or "", r[6]) for r in rows]
 
 
 async def recent_reminders(session: AsyncSession, limit: int) -> list[ReminderRow]:
