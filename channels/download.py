@@ -158,7 +158,7 @@ async def download(
                 return data, ctype.split(";")[0].strip().lower() or None
         raise SendError("too many media redirects", retryable=False, code="media_redirects")
     except aiohttp.ClientConnectorError as exc:
-        if "no public address" in str(exc):
+        if "no public address" in str(exc.os_error):  # PublicOnlyResolver refused it
             raise SendError("media host resolves to an internal address", retryable=False,
                             code="media_host") from exc
         raise SendError(f"media download failed: {type(exc).__name__}", retryable=True,

@@ -185,6 +185,9 @@ class Report(SQLModel, table=True):
     # The voice hotline (migration 0007): the sector the caller chose on the keypad, and the
     # machine transcript kept when an operator corrected it.
     sector_by_caller: str | None = Field(default=None, max_length=32)
+    # Text, transcript and address without diacritics, lower case (migration 0008), kept by
+    # the gateway on every save so that a search typed without marks finds them.
+    search_text: str | None = Field(default=None, sa_column=sa.Column(sa.Text()))
     transcript_machine: str | None = Field(default=None, sa_column=sa.Column(sa.Text()))
     transcript_corrected_at: datetime | None = _ts()
     created_at: datetime = _now_ts(index=True)

@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any
 from zoneinfo import ZoneInfo
 
+from sqlalchemy import event
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import Button
@@ -19,6 +20,7 @@ from gateway.domain import lifecycle as lc
 from gateway.domain import trust
 from gateway.domain.lifecycle import CLASSIFIER, GATEWAY, Actor, Lifecycle
 from gateway.domain.notify import Notifier
+from gateway.domain.texts import fold
 from gateway.services import Services
 from gateway.settings import Settings
 from store.models import Classification, Report, ReportHistory, utcnow
@@ -29,6 +31,16 @@ log = logging.getLogger("paht.reports")
 
 find_by_code = reports_repo.find_by_code
 last_inbound_at = reports_repo.last_inbound_at
+
+
+def _keep_search_text(_mapper: object, _connection: object, report: Report) -> None:
+    """Before a report is written: its words without diacritics, for the console's search."""
+    words = " ".join(p for p in (report.text, report.transcript, report.address) if p)
+    report.search_text = fold(words) or None
+
+
+event.listen(Report, "before_insert", _keep_search_text)
+event.listen(Report, "before_update", _keep_search_text)
 
 
 def report_text(report: Report) -> str:

@@ -28,6 +28,7 @@ class SearchQuery:
     code: str = ""  # a tracking code or its beginning (upper case)
     phone: str = ""  # E.164
     words: tuple[str, ...] = ()  # lower case
+    folded_words: tuple[str, ...] = ()  # the same words without diacritics
     statuses: tuple[str, ...] = ()
     sector: str = ""
     channel: str = ""
@@ -55,9 +56,10 @@ def conditions(q: SearchQuery) -> list[Any]:
         phone_citizens = select(Citizen.id).where(Citizen.phone == q.phone)
         conds.append(or_(col(Report.citizen_id).in_(phone_citizens),
                          col(Report.sender) == f"tel:{q.phone}"))
-    for word in q.words[:MAX_WORDS]:
+    for word, folded in zip(q.words[:MAX_WORDS], q.folded_words, strict=False):
         pattern = _like(word)
         conds.append(or_(
+            col(Report.search_text).like(_like(folded), escape="\\"),
             func.lower(Report.text).like(pattern, escape="\\"),
             func.lower(func.coalesce(Report.transcript, "")).like(pattern, escape="\\"),
             func.lower(func.coalesce(Report.address, "")).like(pattern, escape="\\"),

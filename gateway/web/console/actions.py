@@ -117,6 +117,41 @@ async def set_urgency(request: web.Request) -> web.StreamResponse:
     raise _done(report, "urgency")
 
 
+async def correct_transcript(request: web.Request) -> web.StreamResponse:
+    """Replace what speech-to-text heard with what the operator hears in the recording.
+
+    The machine transcript is kept once (`transcript_machine`); a report still waiting for a
+    decision is classified again on the corrected words (the trust gate's reasons too); a
+    confirmed one keeps its sector — the central system has it already. Audited.
+    """
+    services = request.app[SERVICES]
+    op = operator_of(request)
+    text = (await _form(request)).get("transcript", "")
+    async with services.sessions() as db:
+        report = await load_report(db, request.match_info["id"])
+        if not text or report.transcript is None:
+            raise _done(report, "invalid")
+        if report.status in (ReportStatus.RESOLVED, ReportStatus.REJECTED, ReportStatus.MERGED):
+            raise _done(report, "stale")
+        before = {"transcript": report.transcript, "sector": report.sector,
+                  "score": report.score}
+        if report.transcript_machine is None:
+            report.transcript_machine = report.transcript
+        report.transcript = text
+        report.transcript_corrected_at = utcnow()
+        key = "transcript_only"
+        if report.status == ReportStatus.SUBMITTED:
+            classification = reports.classify_report(services.classifier, report)
+            if classification is not None:
+                db.add(classification)
+            key = "transcript"
+        _audit(db, report, op, "correct_transcript", before,
+               {"transcript": text, "sector": report.sector, "score": report.score})
+        _touch(db, report)
+        await db.commit()
+    raise _done(report, key)
+
+
 async def add_note(request: web.Request) -> web.StreamResponse:
     """An internal note (operators only; the citizen does not see it)."""
     services = request.app[SERVICES]

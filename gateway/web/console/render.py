@@ -42,6 +42,8 @@ ACTION_LABELS = {
     "retry_forward": "Chuyển tiếp lại", "reminder": "Nhắc việc",
     "claim": "Nhận xử lý", "assign": "Giao xử lý", "unassign": "Trả lại hàng chờ",
     "ack_alert": "Đã nhận cảnh báo khẩn",
+    "correct_transcript": "Sửa bản ghi lời nói", "caller_confirm": "Người gọi xác nhận",
+    "caller_sector": "Người gọi chọn lĩnh vực", "called_back": "Đã gọi lại người gọi",
 }
 ROLE_LABELS = {"operator": "Cán bộ tiếp nhận", "supervisor": "Giám sát", "admin": "Quản trị"}
 

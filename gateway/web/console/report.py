@@ -50,6 +50,8 @@ FLASH = {
     "assigned": "Đã giao phản ánh cho cán bộ.",
     "unassigned": "Đã trả phản ánh về hàng chờ chung.",
     "ack": "Đã ghi nhận cảnh báo khẩn.",
+    "transcript": "Đã sửa bản ghi lời nói và phân loại lại.",
+    "transcript_only": "Đã sửa bản ghi lời nói (lĩnh vực giữ nguyên vì phản ánh đã xác nhận).",
 }
 
 

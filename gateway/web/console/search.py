@@ -14,6 +14,7 @@ import phonenumbers
 from aiohttp import web
 
 from channels.registry import CHANNEL_NAMES
+from gateway.domain.texts import fold
 from gateway.keys import SERVICES
 from gateway.web.console.auth import operator_of
 from gateway.web.console.render import render
@@ -77,7 +78,7 @@ def parse_query(request: web.Request, sectors: dict[str, Any], may_see_phone: bo
     elif text:
         words = tuple(w.lower() for w in text.split())
     query = search_repo.SearchQuery(
-        code=code, phone=phone, words=words,
+        code=code, phone=phone, words=words, folded_words=tuple(fold(w) for w in words),
         statuses=(form["status"],) if form["status"] else (), sector=form["sector"],
         channel=form["channel"], agency=form["agency"], urgent=bool(form["urgent"]),
         flagged=bool(form["flagged"]),
