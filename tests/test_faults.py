@@ -35,7 +35,6 @@ from sqlalchemy.engine import make_url
 from bench.common import channel_settings, external_id, signed
 from channels.base import Channel, InboundMessage, OutboundMessage, SendError, SendResult
 from channels.facebook import FacebookChannel
-from gateway.domain import reports
 from gateway.keys import ENGINE, INGESTOR, SERVICES
 from gateway.workers.outbox import OutboxSender
 from gateway.workers.pipeline import Worker
@@ -315,8 +314,9 @@ class Scripted(Channel):
 
 async def _queue_one(services: Any, channel: str, recipient: str) -> int:
     async with services.sessions() as session:
-        await reports.queue_message(session, services, channel=channel, recipient=recipient,
-                                    text="Đã nhận phản ánh của bạn")
+        await services.lifecycle.notifier.queue(
+            session, channel=channel, recipient=recipient,
+            text="Trung tâm đã nhận phản ánh của anh/chị")
         await session.commit()
         row = (await session.exec(sa.select(Outbox).order_by(Outbox.id.desc()))).first()
         return int(row[0].id)

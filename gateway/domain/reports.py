@@ -15,11 +15,9 @@ from zoneinfo import ZoneInfo
 from sqlalchemy import event
 from sqlmodel.ext.asyncio.session import AsyncSession
 
-from channels.base import Button
 from gateway.domain import lifecycle as lc
 from gateway.domain import trust
 from gateway.domain.lifecycle import CLASSIFIER, GATEWAY, Actor, Lifecycle
-from gateway.domain.notify import Notifier
 from gateway.domain.texts import fold
 from gateway.services import Services
 from gateway.settings import Settings
@@ -158,23 +156,3 @@ def status_text(services: Services, report: Report, original: Report | None = No
     return lc.status_text(services.texts, services.classifier,
                           ZoneInfo(services.settings.timezone), report, original)
 
-
-async def queue_message(
-    session: AsyncSession,
-    services: Services,
-    *,
-    channel: str,
-    recipient: str,
-    text: str,
-    buttons: tuple[Button, ...] = (),
-    report_id: int | None = None,
-    dedup_key: str | None = None,
-    kind: str = "reply",
-    inbound_at: datetime | None = None,
-    check_duplicate: bool = True,
-) -> None:
-    """`Notifier.queue` for callers holding the Services bag."""
-    await Notifier(services.texts, services.outbox_wake).queue(
-        session, channel=channel, recipient=recipient, text=text, buttons=buttons,
-        report_id=report_id, dedup_key=dedup_key, kind=kind, inbound_at=inbound_at,
-        check_duplicate=check_duplicate)

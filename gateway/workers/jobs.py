@@ -13,7 +13,6 @@ import logging
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 
-from gateway.domain import reports
 from gateway.domain.dialog import Dialog
 from gateway.services import Services
 from gateway.web.central import poll_central
@@ -42,8 +41,8 @@ async def close_expired_drafts(services: Services) -> int:
             outcome = await dialog.close_expired(session, conv)
             for n, reply in enumerate(outcome.replies):
                 report = outcome.report
-                await reports.queue_message(
-                    session, services, channel=conv.channel, recipient=conv.sender,
+                await services.lifecycle.notifier.queue(
+                    session, channel=conv.channel, recipient=conv.sender,
                     text=reply.text, report_id=report.id if report else None,
                     dedup_key=f"expired:{report.id if report else conv.id}:{n}",
                 )

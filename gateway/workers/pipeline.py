@@ -30,7 +30,6 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.base import InboundMessage
 from channels.codec import message_from_dict
-from gateway.domain import reports
 from gateway.domain.dialog import Dialog
 from gateway.ops.loops import Backoff
 from gateway.ops.privacy import mask_urn
@@ -76,8 +75,8 @@ async def handle_event(
     )
     report = outcome.report
     for n, reply in enumerate(outcome.replies):
-        await reports.queue_message(
-            session, services, channel=msg.channel, recipient=msg.sender, text=reply.text,
+        await services.lifecycle.notifier.queue(
+            session, channel=msg.channel, recipient=msg.sender, text=reply.text,
             buttons=reply.buttons, report_id=report.id if report else None,
             dedup_key=f"reply:{event.id}:{n}", inbound_at=msg.received_at,
             # The replies commit with the event's "done" in one transaction, so they are

@@ -183,9 +183,9 @@ async def reply(request: web.Request) -> web.StreamResponse:
             message, text = canned_text, canned_text
         else:
             message = services.texts.get("notify.operator_reply", code=report.code, note=text)
-        await reports.queue_message(db, services, channel=report.channel,
-                                    recipient=report.sender, text=message,
-                                    report_id=report.id, kind="notify")
+        await services.lifecycle.notifier.queue(
+            db, channel=report.channel, recipient=report.sender, text=message,
+            report_id=report.id, kind="notify")
         _audit(db, report, op, "reply", after={"text": message}, note=text)
         await db.commit()
     raise _done(report, "reply")
