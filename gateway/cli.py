@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from gateway.cli_errors import (
+    RUNTIME,
     CliError,
     bind_listener,
     check_config_dir,
@@ -134,10 +135,16 @@ def _transcribe(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _models_download(args: argparse.Namespace, settings: Settings) -> int:
-    from nlp.speech_cli import models_download_command
+    from nlp.models import ModelDownloadError, download_model
 
     dest = Path(args.dest) if args.dest else settings.var_dir / "models"
-    return models_download_command(args.name, dest, sha256=args.sha256)
+    try:
+        path = download_model(args.name, dest, sha256=args.sha256, source=args.source)
+    except ModelDownloadError as exc:  # nothing is installed: the archive stays in a temp dir
+        raise CliError(str(exc), code=RUNTIME) from exc
+    print(path)
+    print(f"set PAHT_VOSK_MODEL={path}", file=sys.stderr)
+    return 0
 
 
 def _db_upgrade(args: argparse.Namespace, settings: Settings) -> int:
@@ -229,7 +236,10 @@ def build_parser() -> argparse.ArgumentParser:
     d = msub.add_parser("download", help="download an official model (e.g. vi)")
     d.add_argument("name")
     d.add_argument("--dest", help="directory for models (default: var/models)")
-    d.add_argument("--sha256", help="expected SHA-256 of the zip (verified when given)")
+    d.add_argument("--sha256", help="expected SHA-256 of the archive (verified when given)")
+    d.add_argument("--from", dest="source", metavar="FILE_OR_URL",
+                   help="a local zip/tar, an archive URL or a mirror URL ending in / "
+                        "(default: alphacephei.com)")
     d.set_defaults(func=_models_download)
 
     p = sub.add_parser("db", help="database")

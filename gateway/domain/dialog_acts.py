@@ -7,6 +7,7 @@ status queries, cancel, corrections, splitting two problems, ratings and shared 
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from datetime import timedelta
 from functools import lru_cache
 from pathlib import Path
@@ -146,7 +147,7 @@ class DialogCore:
 
     async def _emergency(self, session: AsyncSession, msg: InboundMessage, conv: Conversation,
                          citizen: Citizen, intent: Intent, draft: Report | None,
-                         absorb: object, lang: str) -> Outcome:
+                         absorb: Callable[..., None], lang: str) -> Outcome:
         """Advice first, the report submitted as urgent at once, the duty officer alerted."""
         hazard = intent.hazard
         assert hazard is not None
@@ -156,7 +157,7 @@ class DialogCore:
                 return await self._emergency_more(session, msg, conv, report, lang, advice=True)
         if draft is None:
             draft = await self._new_draft(session, msg, citizen, conv)
-        absorb(draft)  # type: ignore[operator]
+        absorb(draft)
         draft.urgent = True
         draft.flags = sorted({*draft.flags, "emergency", f"hazard:{hazard.name}"})
         self._mark(draft)

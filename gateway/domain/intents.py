@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import re
 import tomllib
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -94,33 +94,33 @@ class Intents:
         abuse_hits = self.abuse.find(toks)
         abusive = bool(abuse_hits)
         words = tuple(h.phrase.text.rstrip("!") for h in abuse_hits)
-        base = {"abusive": abusive, "lang": lang, "words": words}
+        base = Intent("report", abusive=abusive, lang=lang, words=words)
         hazard = self.emergencies.detect(norm)
         if hazard is not None:
-            return Intent("emergency", hazard=hazard, **base)  # type: ignore[arg-type]
+            return replace(base, name="emergency", hazard=hazard)
         code = CODE_RE.search(text)
         if code is not None:
-            return Intent("status", code=code.group(1).upper(), **base)  # type: ignore[arg-type]
+            return replace(base, name="status", code=code.group(1).upper())
         if not toks:
-            return Intent("ack" if text.strip() else "report", **base)  # type: ignore[arg-type]
+            return replace(base, name="ack" if text.strip() else "report")
         if abusive:
             rest = [t for i, t in enumerate(toks)
                     if not any(h.first <= i <= h.last for h in abuse_hits)]
             if not rest or covered(rest, [self.abuse_rest, self.particles])[0]:
-                return Intent("abuse", **base)  # type: ignore[arg-type]
+                return replace(base, name="abuse")
             toks = rest
         name = self._covering(toks, state)
         if name is not None:
-            return Intent(name, **base)  # type: ignore[arg-type]
+            return replace(base, name=name)
         if self.status.find(toks):
-            return Intent("status", **base)  # type: ignore[arg-type]
+            return replace(base, name="status")
         topic = self._out_of_scope(toks, text)
         if topic is not None:
-            return Intent("out_of_scope", topic=topic, **base)  # type: ignore[arg-type]
+            return replace(base, name="out_of_scope", topic=topic)
         corr = self._correction(text, toks)
         if corr is not None:
-            return Intent("correction", old=corr[0], new=corr[1], **base)  # type: ignore[arg-type]
-        return Intent("report", **base)  # type: ignore[arg-type]
+            return replace(base, name="correction", old=corr[0], new=corr[1])
+        return replace(base, name="report")
 
     def language(self, norm: Normalized) -> str:
         """"en" for a message written in English, else "vi"."""
