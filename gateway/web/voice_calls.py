@@ -65,6 +65,13 @@ class Call:
         self.sender = caller_sender(params.get("From"), self.call_sid)
         self.digits = (params.get("Digits") or "").strip()
         self.rec = query.get("rec") or params.get("RecordingSid", "")
+        # Stream mode has no recording id: the call's report is the newest stream event of this
+        # caller since `since` (a timestamp the flow carries from step to step).
+        self.since = self.q("since")
+
+    def since_time(self) -> datetime | None:
+        """When a streamed call's audio started (None for a recorded call)."""
+        return datetime.fromtimestamp(self.since, UTC) if self.since and not self.rec else None
 
     def q(self, name: str, default: int = 0) -> int:
         """An integer of our own query string (signed, but be strict anyway)."""
@@ -119,12 +126,14 @@ class Call:
             advice = self.menu.t["no_input"]
         return self.menu.readback(
             hotline.spoken_sector(self.s, self.cfg, report.sector), hotline.spoken_place(report),
-            self.menu.url("menu", rec=self.rec, r=repeat), emergency=advice)
+            self.menu.url("menu", rec=self.rec, r=repeat, since=self.since or ""),
+            emergency=advice)
 
     async def on_menu(self) -> str:
         """The read-back's keypad."""
         async with self.s.sessions() as db:
-            _, report = await hotline.call_report(db, self.rec or None, self.sender, None)
+            _, report = await hotline.call_report(db, self.rec or None, self.sender,
+                                                    self.since_time())
             if report is None:
                 return await self.operator(reason="not_ready")
             if self.digits == KEY_CONFIRM and hotline.spoken_sector(
@@ -150,7 +159,8 @@ class Call:
     def sector_menu(self, repeat: int = 0) -> str:
         """"Bấm 1: …" for the province's sectors."""
         names = [name for _, name in hotline.menu_names(self.s, self.cfg)]
-        return self.menu.sector_menu(names, self.menu.url("sector", rec=self.rec, r=repeat),
+        return self.menu.sector_menu(names, self.menu.url("sector", rec=self.rec, r=repeat,
+                                                       since=self.since or ""),
                                      repeat=repeat > 0)
 
     async def on_sector(self) -> str:
@@ -166,7 +176,8 @@ class Call:
             return self.sector_menu(repeat)
         code, name = choices[index]
         async with self.s.sessions() as db:
-            _, report = await hotline.call_report(db, self.rec or None, self.sender, None)
+            _, report = await hotline.call_report(db, self.rec or None, self.sender,
+                                                    self.since_time())
             if report is None:
                 return await self.operator(reason="not_ready")
             await hotline.caller_confirms(db, self.s, report, sector=code)
@@ -181,15 +192,16 @@ class Call:
         if number and reason != "dial_failed":
             self.s.metrics.inc("paht_hotline_total", outcome="dialed")
             return self.menu.dial(number, self.cfg.dial_timeout,
-                                  self.menu.url("dialed", rec=self.rec))
+                                  self.menu.url("dialed", rec=self.rec, since=self.since or ""))
         return await self.callback(reason, report, prefix)
 
     async def callback(self, reason: str, report: Report | None = None,
                        prefix: str | None = None) -> str:
         """Leave a call-back request for the operators and say so."""
         async with self.s.sessions() as db:
-            if report is None and self.rec:
-                _, report = await hotline.call_report(db, self.rec, self.sender, None)
+            if report is None and (self.rec or self.since):
+                _, report = await hotline.call_report(db, self.rec or None, self.sender,
+                                                      self.since_time())
             await calls_repo.request_callback(db, self.call_sid or f"anon:{self.rec}",
                                               self.sender, reason,
                                               report.id if report is not None else None)

@@ -144,8 +144,11 @@ class Worker:
                         if self._needs_preparing(e) and not tasks[e.id or 0].done()}
         fast = [e for e in events if e.sender not in slow_senders]
         slow = [e for e in events if e.sender in slow_senders]
-        if slow:
-            lane = asyncio.create_task(self._leased(slow, tasks), name="slow-lane")
+        for sender in dict.fromkeys(e.sender for e in slow):
+            # One lane per citizen: a long voice note delays only its own sender's messages,
+            # not the other slow ones claimed with it.
+            mine = [e for e in slow if e.sender == sender]
+            lane = asyncio.create_task(self._leased(mine, tasks), name="slow-lane")
             self._slow.add(lane)
             lane.add_done_callback(self._slow.discard)
         if fast:
