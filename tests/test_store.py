@@ -171,3 +171,32 @@ async def test_times_come_back_in_utc(sessions) -> None:
         event = await s.get(InboundEvent, event_id)
         assert event.accepted_at.tzinfo is not None
         assert event.accepted_at.utcoffset() == timedelta(0)
+
+
+async def test_a_citizens_later_message_waits_while_another_worker_claims_the_first(
+        pg_url: str) -> None:
+    """PostgreSQL with several workers: while worker A is claiming a citizen's first message
+    (its row locked, A not committed yet), worker B must not take that citizen's second one."""
+    from tests.conftest import _truncate_pg
+
+    _truncate_pg(pg_url)
+    engine = create_engine(pg_url)
+    sessions = session_factory(engine)
+    try:
+        async with sessions() as s:
+            first, second = await events_repo.insert_events(s, [_row("a"), _row("b")])
+            await events_repo.insert_events(s, [_row("c", sender="telegram:7")])
+            await s.commit()
+        t = InboundEvent.__table__
+        async with sessions() as a:  # worker A in the middle of its claim: e1 locked
+            await a.execute(sa.select(t.c.id).where(t.c.id == first).with_for_update())
+            async with sessions() as b:
+                got = await events_repo.claim_events(b, "B", 10, timedelta(seconds=60))
+            # B takes the other citizen's message, never the locked citizen's second one.
+            assert [e.external_id for e in got] == ["c"]
+            await a.rollback()
+        async with sessions() as b:
+            got = await events_repo.claim_events(b, "B", 10, timedelta(seconds=60))
+        assert [e.id for e in got] == [first, second]  # both, in order, to one worker
+    finally:
+        await engine.dispose()

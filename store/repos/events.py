@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
@@ -70,33 +70,61 @@ async def claim_events(
     due = sa.and_(table.c.status.in_([EVENT_PENDING, EVENT_PROCESSING]),
                   table.c.next_attempt_at <= now)
     # One citizen's messages in order across workers: an event waits while another worker
-    # holds a live lease on an earlier event of the same sender. (One claim takes a sender's
-    # events together, in order; the conversation row lock covers the claim-to-claim window.)
+    # holds a live lease on an earlier event of the same sender. One claim takes a sender's
+    # due events together, in order.
     earlier = table_of(InboundEvent).alias("earlier")
     blocked = sa.exists().where(
         earlier.c.sender == table.c.sender, earlier.c.id < table.c.id,
         earlier.c.status == EVENT_PROCESSING, earlier.c.next_attempt_at > now,
     )
-    pick = sa.select(table.c.id).where(due, ~blocked).order_by(table.c.id).limit(limit)
-    if dialect_name(session) == "postgresql":
-        pick = pick.with_for_update(skip_locked=True)
-    stmt = (
-        sa.update(table)
-        .where(table.c.id.in_(pick.scalar_subquery()))
-        .values(
-            status=EVENT_PROCESSING,
-            claimed_by=worker,
-            attempts=table.c.attempts + 1,
-            next_attempt_at=now + lease,
-        )
-        .returning(table.c.id)
-    )
+    values = {"status": EVENT_PROCESSING, "claimed_by": worker,
+              "attempts": table.c.attempts + 1, "next_attempt_at": now + lease}
+    pick = sa.select(table.c.id, table.c.sender).where(due, ~blocked).order_by(table.c.id)
+    stmt: Any
+    if dialect_name(session) != "postgresql":
+        # SQLite has one writer: one UPDATE … WHERE id IN (SELECT …) claims atomically, and
+        # there is no second worker process to race with (do not split processes on SQLite).
+        stmt = (sa.update(table)
+                .where(table.c.id.in_(pick.with_only_columns(table.c.id).limit(limit)
+                                      .scalar_subquery()))
+                .values(**values).returning(table.c.id))
+    else:
+        stmt = await _claim_in_order(session, pick.limit(limit), values, now)
+    if stmt is None:
+        await session.commit()
+        return []
     ids = [r[0] for r in (await session.exec(stmt)).all()]
     await session.commit()
     if not ids:
         return []
     result = await session.exec(select(InboundEvent).where(col(InboundEvent.id).in_(ids)))
     return sorted(result.all(), key=lambda e: e.id or 0)
+
+
+async def _claim_in_order(session: AsyncSession, pick: Any, values: dict[str, Any],
+                          now: datetime) -> Any | None:
+    """PostgreSQL: lock the candidates (SKIP LOCKED), then keep only events no other worker
+    is claiming an earlier message of the same citizen for; the UPDATE that claims them."""
+    table = table_of(InboundEvent)
+    conn = await session.connection()
+    candidates = [(int(r[0]), str(r[1]))
+                  for r in (await conn.execute(pick.with_for_update(skip_locked=True))).all()]
+    if not candidates:
+        return None
+    # A sender's earlier message that is due but not among ours was locked and skipped: another
+    # worker is claiming it right now. Leave this sender's later ones for after it.
+    mine = sorted({i for i, _ in candidates})
+    first_other = sa.select(table.c.sender, sa.func.min(table.c.id)).where(
+        table.c.sender.in_(sorted({snd for _, snd in candidates})),
+        table.c.id.not_in(mine),
+        table.c.status.in_([EVENT_PENDING, EVENT_PROCESSING]),
+        table.c.next_attempt_at <= now,
+    ).group_by(table.c.sender)
+    held = {str(r[0]): int(r[1]) for r in (await conn.execute(first_other)).all()}
+    keep = [i for i, snd in candidates if snd not in held or i < held[snd]]
+    if not keep:
+        return None
+    return sa.update(table).where(table.c.id.in_(keep)).values(**values).returning(table.c.id)
 
 
 async def finish_event(
