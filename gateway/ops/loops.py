@@ -7,7 +7,10 @@ DEBUG. Before, a dead PostgreSQL produced a multi-kilobyte traceback every secon
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 
 class Backoff:
@@ -32,3 +35,21 @@ class Backoff:
         if self.failures:
             self.log.warning(f"{self.what} recovered after {self.failures} failed rounds")
             self.failures = 0
+
+
+async def run_until(stop: asyncio.Event, once: Callable[[], Awaitable[int]], wake: asyncio.Event,
+                    idle_seconds: float, errors: Backoff) -> None:
+    """Call `once` until `stop`: again at once while it has work, else after `wake` or
+    `idle_seconds`; after a failure, after the back-off."""
+    while not stop.is_set():
+        wait = idle_seconds
+        try:
+            done = await once()
+            errors.ok()
+        except Exception as exc:
+            done, wait = 0, errors.failed(exc)
+        if done:
+            continue
+        wake.clear()
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(wake.wait(), timeout=wait)

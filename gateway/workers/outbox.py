@@ -8,7 +8,6 @@ otherwise the message is held until the citizen writes again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import random
 from dataclasses import replace
@@ -19,7 +18,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from channels.base import SendError
 from channels.codec import outbound_from_dict, outbound_to_dict
 from gateway.domain.reports import last_inbound_at
-from gateway.ops.loops import Backoff
+from gateway.ops.loops import Backoff, run_until
 from gateway.ops.privacy import mask_urn
 from gateway.services import Services
 from store.models import Outbox, utcnow
@@ -45,19 +44,8 @@ class OutboxSender:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set, woken by new rows or every few seconds."""
-        errors = Backoff(log, "outbox loop")
-        while not stop.is_set():
-            wait = 2.0
-            try:
-                sent = await self.run_once()
-                errors.ok()
-            except Exception as exc:
-                sent, wait = 0, errors.failed(exc)
-            if sent:
-                continue
-            self.s.outbox_wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.s.outbox_wake.wait(), timeout=wait)
+        await run_until(stop, self.run_once, self.s.outbox_wake, 2.0,
+                        Backoff(log, "outbox loop"))
 
     async def run_once(self) -> int:
         """Deliver one batch; returns how many rows were attempted."""

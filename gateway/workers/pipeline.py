@@ -31,7 +31,7 @@ from sqlmodel.ext.asyncio.session import AsyncSession
 from channels.base import InboundMessage
 from channels.codec import message_from_dict
 from gateway.domain.dialog import Dialog
-from gateway.ops.loops import Backoff
+from gateway.ops.loops import Backoff, run_until
 from gateway.ops.privacy import mask_urn
 from gateway.services import Services
 from gateway.workers.media import Prepared, prepare
@@ -106,20 +106,8 @@ class Worker:
 
     async def run(self, stop: asyncio.Event) -> None:
         """Loop until `stop` is set."""
-        poll = self.s.settings.worker_poll_seconds
-        errors = Backoff(log, "worker loop")
-        while not stop.is_set():
-            wait = poll
-            try:
-                handled = await self.run_once()
-                errors.ok()
-            except Exception as exc:
-                handled, wait = 0, errors.failed(exc)
-            if handled:
-                continue
-            self.s.worker_wake.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.s.worker_wake.wait(), timeout=wait)
+        await run_until(stop, self.run_once, self.s.worker_wake,
+                        self.s.settings.worker_poll_seconds, Backoff(log, "worker loop"))
         # Stopping: give slow lanes a moment; what is cut short keeps its claim until the
         # lease ends, and another worker (or the next start) redoes it from the start.
         if self._slow:
