@@ -18,7 +18,7 @@ import urllib.request
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import IO
+from typing import IO, Any
 
 VOSK_BASE_URL = "https://alphacephei.com/vosk/models/"
 VOSK_REQUIRED = ("am/final.mdl", "conf/model.conf")
@@ -89,14 +89,7 @@ def _fetch(url: str, target: Path, progress_out: IO[str], label: str) -> str:
         with urllib.request.urlopen(url, timeout=60) as resp, target.open("wb") as fh:  # noqa: S310
             length = resp.headers.get("Content-Length", "")
             total = int(length) if length.isdigit() else None
-            bar = _Progress(total, progress_out, label)
-            try:
-                while chunk := resp.read(1 << 16):
-                    fh.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-            finally:
-                bar.close()
+            _copy(resp, fh, digest, _Progress(total, progress_out, label), 1 << 16)
     except OSError as exc:  # URLError, HTTPError, timeouts and disk errors
         raise ModelDownloadError(f"download of {url} failed: {exc}") from exc
     return digest.hexdigest()
@@ -173,15 +166,8 @@ def _copy_local(source: Path, target: Path, progress_out: IO[str], label: str) -
     digest = hashlib.sha256()
     try:
         total = source.stat().st_size
-        bar = _Progress(total, progress_out, label)
         with source.open("rb") as fh, target.open("wb") as out:
-            try:
-                while chunk := fh.read(1 << 20):
-                    out.write(chunk)
-                    digest.update(chunk)
-                    bar.update(len(chunk))
-            finally:
-                bar.close()
+            _copy(fh, out, digest, _Progress(total, progress_out, label), 1 << 20)
     except OSError as exc:
         raise ModelDownloadError(f"cannot read {source}: {exc.strerror or exc}") from exc
     return digest.hexdigest()
@@ -192,6 +178,17 @@ def _archive_name(source: str, spec: ModelSpec) -> str:
     tail = PurePosixPath(source.split("?", 1)[0]).name
     return tail if tail and not source.endswith("/") else f"{spec.name}.zip"
 
+
+
+def _copy(src: Any, dst: Any, digest: Any, bar: Any, chunk_size: int) -> None:
+    """Stream `src` into `dst`, hashing and showing progress (a URL or a local archive)."""
+    try:
+        while chunk := src.read(chunk_size):
+            dst.write(chunk)
+            digest.update(chunk)
+            bar.update(len(chunk))
+    finally:
+        bar.close()
 
 def download_model(
     name: str,
