@@ -34,6 +34,11 @@ HELDOUT = ROOT / "tests" / "data" / "heldout_v2.jsonl"
 # tuning set of that pass (long formal letters, SMS and chat; tuned on freely).
 HELDOUT3 = ROOT / "tests" / "data" / "heldout_v3.jsonl"
 TUNE3 = ROOT / "tests" / "data" / "tune_v3.jsonl"
+# Third pass (round 3): written by two writers who never saw the keywords, in the register of
+# the real portals (long letters, posts, SMS); v4 held out before any tuning of that pass,
+# tune v4 tuned on. Both carry sector_alt, so they are scored strict and lenient.
+HELDOUT4 = ROOT / "tests" / "data" / "heldout_v4.jsonl"
+TUNE4 = ROOT / "tests" / "data" / "tune_v4.jsonl"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_reports_dev.jsonl"
 
 
@@ -143,8 +148,8 @@ def sweep(clf: Classifier, rows: Sequence[dict[str, Any]], title: str) -> None:
         for text in (r["text"], strip_diacritics(r["text"]))
     ]
     for clf.min_score, clf.min_margin, clf.rival_ratio in [
-            (0.55, 0.15, 0.0), (0.8, 0.5, 0.0), (0.9, 0.8, 0.0), (0.55, 0.15, 0.8),
-            (0.55, 0.15, 0.7), (0.55, 0.15, 0.6), (0.55, 0.15, 0.5)]:
+            (0.55, 0.15, 0.6), (0.8, 0.15, 0.6), (0.9, 0.15, 0.0), (0.9, 0.15, 0.8),
+            (0.9, 0.15, 0.7), (0.9, 0.15, 0.6), (0.9, 0.15, 0.5), (0.95, 0.15, 0.6)]:
         # classify_fresh: the per-text memo would return the verdicts of the old thresholds.
         results = [(clf.classify_fresh(t), allowed) for t, allowed in texts]
         review = [res.needs_review for res, _ in results]
@@ -247,20 +252,25 @@ def main() -> None:
     sweep(clf, hold, "own holdout half")
     # The review thresholds are chosen on the tuning pool (never on a held-out set).
     pool = own + load_jsonl(ROOT / "tests" / "data" / "tune_v2.jsonl")
-    if TUNE3.exists():
-        pool += load_jsonl(TUNE3)
-    sweep(clf, pool, "tuning pool (own set + tune v2 + tune v3): choose thresholds here")
+    for extra in (TUNE3, TUNE4):
+        if extra.exists():
+            pool += load_jsonl(extra)
+    sweep(clf, pool, "tuning pool (own set + tune v2, v3, v4): choose thresholds here")
     held = load_jsonl(HELDOUT)
     evaluate(clf, held, "held-out v2 (issue 14, never tuned on)")
     evaluate(clf, held, "held-out v2, diacritics stripped", transform=strip_diacritics,
              matrix=False)
     reliability(clf, held, "held-out v2")
     for path, name in ((HELDOUT3, "held-out v3 (second pass, never tuned on)"),
-                       (TUNE3, "tune v3 (second pass, tuned on)")):
+                       (TUNE3, "tune v3 (second pass, tuned on)"),
+                       (HELDOUT4, "held-out v4 (third pass, never tuned on)"),
+                       (TUNE4, "tune v4 (third pass, tuned on)")):
         if path.exists():
             rows3 = load_jsonl(path)
-            evaluate(clf, rows3, name, matrix=False)
-            evaluate(clf, rows3, f"{name}, stripped", transform=strip_diacritics, matrix=False)
+            alt = any(r.get("sector_alt") for r in rows3)
+            evaluate(clf, rows3, name, matrix=path == HELDOUT4, lenient=alt)
+            evaluate(clf, rows3, f"{name}, stripped", transform=strip_diacritics, matrix=False,
+                     lenient=alt)
             reliability(clf, rows3, name)
             sweep(clf, rows3, name)
     if REAL.exists():

@@ -52,7 +52,7 @@ class Settings(BaseSettings):
 
     # Pipeline, classifier and review
     review_policy: Literal["low_confidence", "all", "none"] = "low_confidence"
-    review_min_score: float = 0.55
+    review_min_score: float = 0.9
     review_min_margin: float = 0.15
     worker_concurrency: int = 4  # media downloads and transcriptions in parallel per batch
     worker_batch_size: int = 32  # events claimed and committed together (per-event fallback)

@@ -21,7 +21,7 @@ from importlib.resources import files
 from pathlib import Path
 from typing import Any
 
-from nlp.matcher import Hit, Matcher, Prepared, Similarity
+from nlp.matcher import Hit, Matcher, Prepared, Similarity, select_hits
 from nlp.normalize import Normalizer, PhraseIndex
 from nlp.place import Place, extract_places
 from nlp.results import Classification, Match, Sector
@@ -33,6 +33,7 @@ from nlp.rules import (
     load_rules,
     resolve,
     rival_share,
+    self_intros,
     weigh,
 )
 
@@ -42,7 +43,9 @@ KHAC = "khac"
 # Pseudo-sectors indexed with the keywords, so one scan finds them all.
 _URGENT, _OFFICIAL, _MISCONDUCT = "!urgent", "!official", "!misconduct"
 _CONSEQUENCE, _THANKS, _RESOLVED, _SALUTE = "!consequence", "!thanks", "!resolved", "!salute"
-_SIDE = frozenset({_URGENT, _OFFICIAL, _MISCONDUCT, _CONSEQUENCE, _THANKS, _RESOLVED, _SALUTE})
+_NOTICE, _COMPLAINT, _QUESTION = "!notice", "!complaint", "!question"
+_SIDE = frozenset({_URGENT, _OFFICIAL, _MISCONDUCT, _CONSEQUENCE, _THANKS, _RESOLVED, _SALUTE,
+                   _NOTICE, _COMPLAINT, _QUESTION})
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,13 +58,14 @@ class _Analysis:
     objects: dict[str, float]  # evidence from object phrases alone
     misconduct: bool
     context_raw: dict[str, float]  # context evidence before the cap (the review's rival check)
+    question: bool  # asks something ("cho hỏi ..."): an inquiry is not a complaint to forward
 
 
 class Classifier:
     """Sector classifier loaded from a ``sectors.toml`` configuration directory."""
 
     def __init__(self, config: Mapping[str, Any], normalizer: Normalizer, *,
-                 min_score: float = 0.55, min_margin: float = 0.15) -> None:
+                 min_score: float = 0.9, min_margin: float = 0.15) -> None:
         """Build the indexes from a parsed ``sectors.toml``."""
         self.config = config
         self.normalizer = normalizer
@@ -89,7 +93,8 @@ class Classifier:
         weights.setdefault("extra", weights["medium"])
         weights.setdefault("english", weights["strong"])
         self.sectors: dict[str, Sector] = {}
-        self.keywords = PhraseIndex(normalizer)
+        self.keywords = PhraseIndex(normalizer,
+                                    config.get("matching", {}).get("common_words", ()))
         # A phrase with an [[ambiguous]] rule counts only through its rule.
         ruled = {p for spec in config.get("ambiguous", ())
                  for p in (spec.get("phrases") or [spec.get("phrase", "")])}
@@ -118,12 +123,15 @@ class Classifier:
         routing = config.get("routing", {})
         for tag, phrases in ((_URGENT, config.get("urgent", {}).get("phrases", ())),
                              (_OFFICIAL, routing.get("officials", ())),
-                             (_MISCONDUCT, routing.get("misconduct", ()))):
+                             (_MISCONDUCT, routing.get("misconduct", ())),
+                             (_QUESTION, review.get("question", ()))):
             self._add_side(tag, phrases)
         self.discourse = Discourse.from_config(discourse := config.get("evidence", {}))
         for tag, key in ((_CONSEQUENCE, "consequence"), (_THANKS, "thanks"),
-                         (_RESOLVED, "resolved"), (_SALUTE, "salutation")):
+                         (_RESOLVED, "resolved"), (_SALUTE, "salutation"),
+                         (_NOTICE, "not_report"), (_COMPLAINT, "complaint")):
             self._add_side(tag, discourse.get(key, ()))
+        self.intro_pronouns = frozenset(discourse.get("self_intro", ()))
         self.misconduct_agency = str(routing.get("misconduct_agency", "Thanh tra tỉnh"))
         self.misconduct_agency_code = str(routing.get("misconduct_agency_code", "thanh_tra"))
         vocabulary = sorted({p for key, phs in self.keywords.by_plain.items() for p in key
@@ -145,7 +153,7 @@ class Classifier:
 
     @classmethod
     def load(cls, config_dir: Path | None = None, *,
-             min_score: float = 0.55, min_margin: float = 0.15,
+             min_score: float = 0.9, min_margin: float = 0.15,
              sectors_file: Path | None = None) -> Classifier:
         """Load ``sectors.toml`` and ``normalize.toml`` (packaged ``config`` by default);
         ``sectors_file`` replaces the taxonomy (a proposed file under evaluation)."""
@@ -163,45 +171,6 @@ class Classifier:
         return cls(config, normalizer, min_score=min_score, min_margin=min_margin)
 
     # -- matching ---------------------------------------------------------------------------
-
-    def _select(self, hits: list[Hit]) -> tuple[list[Hit], list[Hit], set[tuple[int, int]]]:
-        """Greedy longest-first non-overlapping hits, negatives, and all accepted spans."""
-        negatives = [h for h in hits if h.phrase.weight < 0]
-        # A neutral phrase matched only through its shadow does not block anything; on equal
-        # length it wins over keywords ("hàng xóm" keeps "nhà hàng" out of "nhà hàng xóm").
-        positives = [
-            h for h in hits
-            if h.phrase.weight > 0 or (h.phrase.sector == "" and h.similarity >= 0.5)
-        ]
-        # On the same words the spelling that matches best comes first: "tuyến đường" (exact)
-        # keeps "tuyên dương" (same shadow, other tones) out; objects before context.
-        positives.sort(key=lambda h: (h.first - h.last, h.phrase.sector != "", -h.similarity,
-                                      h.phrase.role != "object", -h.phrase.weight * h.similarity))
-        owner: dict[int, tuple[int, int, bool]] = {}
-        span_sim: dict[tuple[int, int], float] = {}
-        chosen: list[Hit] = []
-        for hit in positives:
-            span = range(hit.first, hit.last + 1)
-            taken = [owner[i] for i in span if i in owner]
-            neutral = hit.phrase.sector == ""
-            # Free tokens, or exactly the span of another sector's keyword (a shared phrase).
-            if taken and not all(o == (hit.first, hit.last, False) for o in taken):
-                continue
-            if taken and neutral:
-                continue
-            if taken and any(
-                c.first == hit.first and c.last == hit.last and c.phrase.sector == hit.phrase.sector
-                for c in chosen
-            ):
-                continue  # "cám ơn" and "cảm ơn" on the same words: keep the better one
-            if taken and hit.similarity < span_sim.get((hit.first, hit.last), 0.0):
-                continue
-            span_sim.setdefault((hit.first, hit.last), hit.similarity)
-            for i in span:
-                owner[i] = (hit.first, hit.last, neutral)
-            if not neutral:
-                chosen.append(hit)
-        return chosen, negatives, {(a, b) for a, b, _ in owner.values()}
 
     def _resolved(self, prep: Prepared, chosen: list[Hit]) -> list[tuple[Hit, str]]:
         """Each chosen hit with the sector it counts for (ambiguous phrases by their rule)."""
@@ -236,7 +205,7 @@ class Classifier:
                     side[tag].append(h)
             elif not any(s <= seq[h.first].start and seq[h.last].end <= e for s, e in blocked):
                 hits.append(h)
-        chosen, negatives, spans = self._select(hits)
+        chosen, negatives, spans = select_hits(hits)
         # An urgency word inside a longer non-urgent phrase is not urgent: "cháy" in
         # "bóng đèn bị cháy" (a burnt-out bulb) is not a fire.
         urgent_spans = {(h.first, h.last) for h in side[_URGENT]}
@@ -267,6 +236,15 @@ class Classifier:
                 for code in bag:
                     if code != KHAC:
                         bag[code] *= self.discourse.resolved_factor
+        elif (len({h.phrase.text for h in side[_NOTICE]}) >= self.discourse.notice_min
+              and not side[_COMPLAINT]):
+            # A forwarded notice, an advertisement or a request for information names things
+            # of every sector ("tạm ngừng cung cấp điện", "căn cước công dân") but asks no one
+            # to fix anything: khac, unless a complaint marker says otherwise.
+            for bag in (objects, context):
+                for code in bag:
+                    if code != KHAC:
+                        bag[code] *= self.discourse.notice_factor
         scores = self._combine(objects, context)
         # Greetings and thanks frame most real reports ("... xin cảm ơn"): they only speak
         # for khac by what they exceed the strongest real sector.
@@ -275,7 +253,7 @@ class Classifier:
         content = sum(not t.filler for t in prep.norm.tokens)
         misconduct = bool(side[_OFFICIAL]) and bool(side[_MISCONDUCT])
         return _Analysis(evidence, matches, places, tuple(dict.fromkeys(urgent)), content,
-                         objects, misconduct, context)
+                         objects, misconduct, context, bool(side[_QUESTION]))
 
     def _weigh(self, text: str, prep: Prepared, chosen: list[Hit],
                side: Mapping[str, list[Hit]]) -> list[tuple[Hit, str, str, float]]:
@@ -288,7 +266,8 @@ class Classifier:
                   * (1.0 + self.length_bonus * (len(h.phrase.tokens) - 1)))
                  for h, sector in pairs]
         weighed = weigh(items, clauses, [(h.first, h.last) for h in side[_CONSEQUENCE]],
-                        {clauses[h.first] for h in side[_SALUTE]}, self.discourse, KHAC)
+                        {clauses[h.first] for h in side[_SALUTE]}, self.discourse, KHAC,
+                        self_intros(prep.norm, self.intro_pronouns))
         return [(h, sector, role, value)
                 for (h, sector), (role, value) in zip(pairs, weighed, strict=True)]
 
@@ -380,6 +359,8 @@ class Classifier:
             if self.rival_ratio and rival_share(an.objects, an.context_raw, self.context_cap,
                                                 best, KHAC) >= self.rival_ratio:
                 reasons.append("rival_sector")
+            if an.question:
+                reasons.append("question")
         if an.urgent and self.review_urgent:
             reasons.append("urgent")
         if an.misconduct and self.review_misconduct:

@@ -4,6 +4,7 @@ a rapidfuzz ratio for tokens that are not Vietnamese syllables, i.e. typos)."""
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -40,6 +41,27 @@ class Similarity:
     mismatch_ngram: float = 0.9
     strict_plain: float = 0.25
     strict_plain_unigram: float = 0.25
+
+
+@lru_cache(maxsize=65536)
+def _marks(word: str) -> tuple[frozenset[str], ...]:
+    """The diacritics on each letter of ``word`` (đ counts as d with a stroke)."""
+    out = []
+    for ch in word:
+        if ch == "đ":
+            out.append(frozenset({"stroke"}))
+            continue
+        out.append(frozenset(c for c in unicodedata.normalize("NFD", ch)[1:]))
+    return tuple(out)
+
+
+@lru_cache(maxsize=65536)
+def dropped_marks(typed: str, word: str) -> bool:
+    """True when ``typed`` is ``word`` with some diacritics left out ("ngâp" for "ngập",
+    "thong" for "thông"), not a word with other diacritics ("thông" is not "thõng", "đến"
+    is not "đèn"). Both have the same diacritic-free shadow."""
+    a, b = _marks(typed), _marks(word)
+    return len(a) == len(b) and all(x <= y for x, y in zip(a, b, strict=True))
 
 
 class Matcher:
@@ -103,6 +125,10 @@ class Matcher:
             return self.sim.strict_plain_unigram if n == 1 else self.sim.strict_plain
         if phrase.strict:
             return 0.0
+        # A Vietnamese typist who drops a mark leaves the others: a token that carries a
+        # mark the keyword lacks is another word, whatever its shadow.
+        if not dropped_marks(tok.text, word):
+            return 0.0
         return self.sim.mismatch_unigram if n == 1 else self.sim.mismatch_ngram
 
     def scan(self, prep: Prepared, index: PhraseIndex) -> list[Hit]:
@@ -141,3 +167,43 @@ class Matcher:
                     if sim > 0.0:
                         hits.append(Hit(phrase, a, b, sim))
         return hits
+
+
+def select_hits(hits: list[Hit]) -> tuple[list[Hit], list[Hit], set[tuple[int, int]]]:
+    """Greedy longest-first non-overlapping hits, negatives, and all accepted spans."""
+    negatives = [h for h in hits if h.phrase.weight < 0]
+    # A neutral phrase matched only through its shadow does not block anything; on equal
+    # length it wins over keywords ("hàng xóm" keeps "nhà hàng" out of "nhà hàng xóm").
+    positives = [
+        h for h in hits
+        if h.phrase.weight > 0 or (h.phrase.sector == "" and h.similarity >= 0.5)
+    ]
+    # On the same words the spelling that matches best comes first: "tuyến đường" (exact)
+    # keeps "tuyên dương" (same shadow, other tones) out; objects before context.
+    positives.sort(key=lambda h: (h.first - h.last, h.phrase.sector != "", -h.similarity,
+                                  h.phrase.role != "object", -h.phrase.weight * h.similarity))
+    owner: dict[int, tuple[int, int, bool]] = {}
+    span_sim: dict[tuple[int, int], float] = {}
+    chosen: list[Hit] = []
+    for hit in positives:
+        span = range(hit.first, hit.last + 1)
+        taken = [owner[i] for i in span if i in owner]
+        neutral = hit.phrase.sector == ""
+        # Free tokens, or exactly the span of another sector's keyword (a shared phrase).
+        if taken and not all(o == (hit.first, hit.last, False) for o in taken):
+            continue
+        if taken and neutral:
+            continue
+        if taken and any(
+            c.first == hit.first and c.last == hit.last and c.phrase.sector == hit.phrase.sector
+            for c in chosen
+        ):
+            continue  # "cám ơn" and "cảm ơn" on the same words: keep the better one
+        if taken and hit.similarity < span_sim.get((hit.first, hit.last), 0.0):
+            continue
+        span_sim.setdefault((hit.first, hit.last), hit.similarity)
+        for i in span:
+            owner[i] = (hit.first, hit.last, neutral)
+        if not neutral:
+            chosen.append(hit)
+    return chosen, negatives, {(a, b) for a, b, _ in owner.values()}

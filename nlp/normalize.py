@@ -13,7 +13,7 @@ from __future__ import annotations
 import re
 import tomllib
 import unicodedata
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from functools import lru_cache
 from importlib.resources import files
@@ -248,9 +248,12 @@ class Phrase:
 class PhraseIndex:
     """Phrases keyed by their diacritic-free token tuple, with a prefix set for pruning."""
 
-    def __init__(self, normalizer: Normalizer) -> None:
-        """Create an empty index that normalises phrases with ``normalizer``."""
+    def __init__(self, normalizer: Normalizer, common: Iterable[str] = ()) -> None:
+        """Create an empty index that normalises phrases with ``normalizer``; ``common``
+        words make any other one-syllable phrase with their shadow strict."""
         self.normalizer = normalizer
+        self.common = frozenset(unicodedata.normalize("NFC", w).lower() for w in common)
+        self.common_plain = frozenset(strip_diacritics(w) for w in self.common)
         self.by_plain: dict[tuple[str, ...], list[Phrase]] = {}
         self.prefixes: set[tuple[str, ...]] = set()
         self.max_len = 1
@@ -264,6 +267,11 @@ class PhraseIndex:
             return
         words = tuple(t.text for t in tokens)
         plain = tuple(t.plain for t in tokens)
+        # Without diacritics "toi" is far more often "tôi" (I) than "tối" (dark), "la" "là"
+        # than "lá", "cho" "cho" than "chợ": a one-syllable keyword whose shadow is also a
+        # common word needs its own diacritics.
+        if len(words) == 1 and plain[0] in self.common_plain and words[0] not in self.common:
+            strict = True
         entries = self.by_plain.setdefault(plain, [])
         for i, old in enumerate(entries):  # one entry per (sector, words): keep the max weight
             if old.sector == sector and old.tokens == words:

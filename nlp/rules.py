@@ -108,12 +108,17 @@ class Discourse:
     lead_factor: float = 1.0
     lead_min: float = 1.0
     resolved_factor: float = 1.0
+    notice_min: int = 1_000_000  # distinct not-a-report markers that make a text a notice
+    notice_factor: float = 1.0
+    intro_window: int = 0  # words after "tôi là" that introduce the writer, not the report
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any]) -> Discourse:
         """Read the numbers of ``[evidence]`` (defaults: no effect)."""
         return cls(int(raw.get("consequence_window", 4)), float(raw.get("lead_factor", 1.0)),
-                   float(raw.get("lead_min", 1.0)), float(raw.get("resolved_factor", 1.0)))
+                   float(raw.get("lead_min", 1.0)), float(raw.get("resolved_factor", 1.0)),
+                   int(raw.get("notice_min", 1_000_000)), float(raw.get("notice_factor", 1.0)),
+                   int(raw.get("self_intro_window", 0)))
 
 
 _CLAUSE_BREAKS = frozenset(",.;!?:\n()")
@@ -138,16 +143,34 @@ def after_marker(first: int, clauses: Sequence[int], markers: Sequence[tuple[int
                for _, b in markers)
 
 
+def self_intros(norm: Normalized, pronouns: frozenset[str]) -> list[tuple[int, int]]:
+    """Spans (in non-filler token positions) of "tôi là", "em là", "mình là": the writer
+    introducing themselves. "là" is a spoken filler, so it is found on the full token list."""
+    out: list[tuple[int, int]] = []
+    pos = -1
+    tokens = norm.tokens
+    for i, tok in enumerate(tokens):
+        if not tok.filler:
+            pos += 1
+        if (tok.plain in pronouns and not tok.filler and i + 1 < len(tokens)
+                and tokens[i + 1].plain == "la" and tokens[i + 1].text != "lá"):
+            out.append((pos, pos))
+    return out
+
+
 def weigh(items: Sequence[tuple[int, str, str, float]], clauses: Sequence[int],
           markers: Sequence[tuple[int, int]], salute: set[int], disc: Discourse,
-          khac: str) -> list[tuple[str, float]]:
+          khac: str, intro: Sequence[tuple[int, int]] = ()) -> list[tuple[str, float]]:
     """(role, value) of each hit ``(first token, sector, role, value)``, in order. Vietnamese
     letters state the problem first and its effects after "gây", "tiềm ẩn", "ảnh hưởng đến":
     an object right after such a marker counts as context, and the objects of the first clause
     that names one (the headline, not the "Kính gửi" line) count ``lead_factor``."""
     out: list[tuple[int, str, float]] = []
     for first, sector, role, value in items:
-        if role == "object" and sector != khac and markers and after_marker(
+        if sector != khac and intro and after_marker(first, clauses, intro, disc.intro_window):
+            # "Tôi là giáo viên, ...", "tôi là bác sĩ": who writes is not what is reported.
+            value = 0.0
+        elif role == "object" and sector != khac and markers and after_marker(
                 first, clauses, markers, disc.window):
             role = "context"
         out.append((clauses[first], role, value))
