@@ -39,6 +39,11 @@ TUNE3 = ROOT / "tests" / "data" / "tune_v3.jsonl"
 # tune v4 tuned on. Both carry sector_alt, so they are scored strict and lenient.
 HELDOUT4 = ROOT / "tests" / "data" / "heldout_v4.jsonl"
 TUNE4 = ROOT / "tests" / "data" / "tune_v4.jsonl"
+# Fourth writers of round 3, same brief, other provinces and styles: v5 held out and measured
+# once, at the end of the round; tune v5 and v6 tuned on.
+HELDOUT5 = ROOT / "tests" / "data" / "heldout_v5.jsonl"
+TUNE5 = ROOT / "tests" / "data" / "tune_v5.jsonl"
+TUNE6 = ROOT / "tests" / "data" / "tune_v6.jsonl"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_reports_dev.jsonl"
 
 
@@ -252,10 +257,10 @@ def main() -> None:
     sweep(clf, hold, "own holdout half")
     # The review thresholds are chosen on the tuning pool (never on a held-out set).
     pool = own + load_jsonl(ROOT / "tests" / "data" / "tune_v2.jsonl")
-    for extra in (TUNE3, TUNE4):
+    for extra in (TUNE3, TUNE4, TUNE5, TUNE6):
         if extra.exists():
             pool += load_jsonl(extra)
-    sweep(clf, pool, "tuning pool (own set + tune v2, v3, v4): choose thresholds here")
+    sweep(clf, pool, "tuning pool (own set + tune v2 to v6): choose thresholds here")
     held = load_jsonl(HELDOUT)
     evaluate(clf, held, "held-out v2 (issue 14, never tuned on)")
     evaluate(clf, held, "held-out v2, diacritics stripped", transform=strip_diacritics,
@@ -264,11 +269,14 @@ def main() -> None:
     for path, name in ((HELDOUT3, "held-out v3 (second pass, never tuned on)"),
                        (TUNE3, "tune v3 (second pass, tuned on)"),
                        (HELDOUT4, "held-out v4 (third pass, never tuned on)"),
-                       (TUNE4, "tune v4 (third pass, tuned on)")):
+                       (HELDOUT5, "held-out v5 (third pass, measured once)"),
+                       (TUNE4, "tune v4 (third pass, tuned on)"),
+                       (TUNE5, "tune v5 (third pass, tuned on)"),
+                       (TUNE6, "tune v6 (third pass, tuned on)")):
         if path.exists():
             rows3 = load_jsonl(path)
             alt = any(r.get("sector_alt") for r in rows3)
-            evaluate(clf, rows3, name, matrix=path == HELDOUT4, lenient=alt)
+            evaluate(clf, rows3, name, matrix=path in (HELDOUT4, HELDOUT5), lenient=alt)
             evaluate(clf, rows3, f"{name}, stripped", transform=strip_diacritics, matrix=False,
                      lenient=alt)
             reliability(clf, rows3, name)

@@ -34,6 +34,7 @@ from nlp.rules import (
     resolve,
     rival_share,
     self_intros,
+    sentence_ids,
     weigh,
 )
 
@@ -44,8 +45,9 @@ KHAC = "khac"
 _URGENT, _OFFICIAL, _MISCONDUCT = "!urgent", "!official", "!misconduct"
 _CONSEQUENCE, _THANKS, _RESOLVED, _SALUTE = "!consequence", "!thanks", "!resolved", "!salute"
 _NOTICE, _COMPLAINT, _QUESTION = "!notice", "!complaint", "!question"
+_REQUEST = "!request"
 _SIDE = frozenset({_URGENT, _OFFICIAL, _MISCONDUCT, _CONSEQUENCE, _THANKS, _RESOLVED, _SALUTE,
-                   _NOTICE, _COMPLAINT, _QUESTION})
+                   _NOTICE, _COMPLAINT, _QUESTION, _REQUEST})
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +131,8 @@ class Classifier:
         self.discourse = Discourse.from_config(discourse := config.get("evidence", {}))
         for tag, key in ((_CONSEQUENCE, "consequence"), (_THANKS, "thanks"),
                          (_RESOLVED, "resolved"), (_SALUTE, "salutation"),
-                         (_NOTICE, "not_report"), (_COMPLAINT, "complaint")):
+                         (_NOTICE, "not_report"), (_COMPLAINT, "complaint"),
+                         (_REQUEST, "request")):
             self._add_side(tag, discourse.get(key, ()))
         self.intro_pronouns = frozenset(discourse.get("self_intro", ()))
         self.misconduct_agency = str(routing.get("misconduct_agency", "Thanh tra tỉnh"))
@@ -229,18 +232,19 @@ class Classifier:
                                  hit.similarity, role))
         for hit in negatives:
             objects[hit.phrase.sector] += hit.phrase.weight * hit.similarity
-        if side[_THANKS] and side[_RESOLVED]:
+        if side[_THANKS] and side[_RESOLVED] and not side[_REQUEST]:
             # "Cảm ơn ... đèn đã sáng trở lại": a thank-you for work done names the old
             # problem, but there is nothing left to route.
             for bag in (objects, context):
                 for code in bag:
                     if code != KHAC:
                         bag[code] *= self.discourse.resolved_factor
-        elif (len({h.phrase.text for h in side[_NOTICE]}) >= self.discourse.notice_min
-              and not side[_COMPLAINT]):
+        elif (len({h.phrase.text for h in side[_NOTICE]})
+              - len({h.phrase.text for h in side[_COMPLAINT]}) >= self.discourse.notice_min):
             # A forwarded notice, an advertisement or a request for information names things
             # of every sector ("tạm ngừng cung cấp điện", "căn cước công dân") but asks no one
-            # to fix anything: khac, unless a complaint marker says otherwise.
+            # to fix anything: khac, unless complaint markers say otherwise ("trân trọng thông
+            # báo ... đề nghị mỗi hộ cử đại diện" is still a notice).
             for bag in (objects, context):
                 for code in bag:
                     if code != KHAC:
@@ -260,14 +264,16 @@ class Classifier:
         """Each hit with its sector, role and value in text order (see :func:`nlp.rules.weigh`:
         consequences count as context, the headline clause counts more)."""
         seq = prep.seq
-        clauses = clause_ids(text, [(t.start, t.end) for t in seq])
+        spans = [(t.start, t.end) for t in seq]
+        clauses = clause_ids(text, spans)
         pairs = sorted(self._resolved(prep, chosen), key=lambda p: p[0].first)
         items = [(h.first, sector, h.phrase.role, h.phrase.weight * h.similarity
                   * (1.0 + self.length_bonus * (len(h.phrase.tokens) - 1)))
                  for h, sector in pairs]
         weighed = weigh(items, clauses, [(h.first, h.last) for h in side[_CONSEQUENCE]],
                         {clauses[h.first] for h in side[_SALUTE]}, self.discourse, KHAC,
-                        self_intros(prep.norm, self.intro_pronouns))
+                        self_intros(prep.norm, self.intro_pronouns),
+                        [(h.first, h.last) for h in side[_REQUEST]], sentence_ids(text, spans))
         return [(h, sector, role, value)
                 for (h, sector), (role, value) in zip(pairs, weighed, strict=True)]
 

@@ -113,7 +113,10 @@ class Matcher:
             return 0.0 if phrase.strict or name else fz
         if word == tok.text:
             return 1.0
-        if name:  # "Trần" is a surname, not a misspelt "tràn"; "Le Loi" is not "lỗi"
+        if name and (n == 1 or marked_text):
+            # "Trần" is a surname, not a misspelt "tràn"; "Le Loi" is not "lỗi". Without
+            # diacritics a name of several words may still be a phrase: "Dien luc Bien Hoa"
+            # is the power company ("điện lực"), as "Điện lực" is with them.
             return 0.0
         # Same shadow, different diacritics. In SMS-style text the shadow is all we have; in
         # a text with diacritics it is a typo ("ngâp") or a different word ("đến" vs "đèn").

@@ -111,6 +111,7 @@ class Discourse:
     notice_min: int = 1_000_000  # distinct not-a-report markers that make a text a notice
     notice_factor: float = 1.0
     intro_window: int = 0  # words after "tôi là" that introduce the writer, not the report
+    request_factor: float = 1.0  # objects named in the request sentence
 
     @classmethod
     def from_config(cls, raw: Mapping[str, Any]) -> Discourse:
@@ -118,21 +119,30 @@ class Discourse:
         return cls(int(raw.get("consequence_window", 4)), float(raw.get("lead_factor", 1.0)),
                    float(raw.get("lead_min", 1.0)), float(raw.get("resolved_factor", 1.0)),
                    int(raw.get("notice_min", 1_000_000)), float(raw.get("notice_factor", 1.0)),
-                   int(raw.get("self_intro_window", 0)))
+                   int(raw.get("self_intro_window", 0)),
+                   float(raw.get("request_factor", 1.0)))
 
 
 _CLAUSE_BREAKS = frozenset(",.;!?:\n()")
+_SENTENCE_BREAKS = frozenset(".!?\n")
 
 
-def clause_ids(text: str, spans: Sequence[tuple[int, int]]) -> list[int]:
-    """Clause number of each token span: punctuation between two tokens starts a new clause."""
+def clause_ids(text: str, spans: Sequence[tuple[int, int]],
+               breaks: frozenset[str] = _CLAUSE_BREAKS) -> list[int]:
+    """Clause number of each token span: punctuation between two tokens starts a new clause
+    (``breaks``: which punctuation; :func:`sentence_ids` uses full stops only)."""
     ids: list[int] = []
     clause = 0
     for i, (start, _) in enumerate(spans):
-        if i and any(ch in _CLAUSE_BREAKS for ch in text[spans[i - 1][1]:start]):
+        if i and any(ch in breaks for ch in text[spans[i - 1][1]:start]):
             clause += 1
         ids.append(clause)
     return ids
+
+
+def sentence_ids(text: str, spans: Sequence[tuple[int, int]]) -> list[int]:
+    """Sentence number of each token span."""
+    return clause_ids(text, spans, _SENTENCE_BREAKS)
 
 
 def after_marker(first: int, clauses: Sequence[int], markers: Sequence[tuple[int, int]],
@@ -160,11 +170,15 @@ def self_intros(norm: Normalized, pronouns: frozenset[str]) -> list[tuple[int, i
 
 def weigh(items: Sequence[tuple[int, str, str, float]], clauses: Sequence[int],
           markers: Sequence[tuple[int, int]], salute: set[int], disc: Discourse,
-          khac: str, intro: Sequence[tuple[int, int]] = ()) -> list[tuple[str, float]]:
+          khac: str, intro: Sequence[tuple[int, int]] = (),
+          requests: Sequence[tuple[int, int]] = (),
+          sentences: Sequence[int] = ()) -> list[tuple[str, float]]:
     """(role, value) of each hit ``(first token, sector, role, value)``, in order. Vietnamese
     letters state the problem first and its effects after "gây", "tiềm ẩn", "ảnh hưởng đến":
     an object right after such a marker counts as context, and the objects of the first clause
-    that names one (the headline, not the "Kính gửi" line) count ``lead_factor``."""
+    that names one (the headline, not the "Kính gửi" line) count ``lead_factor``. The request
+    ("Kính đề nghị ... thay nắp hố ga này") names again what is to be fixed: objects after a
+    request marker in its sentence count ``request_factor``."""
     out: list[tuple[int, str, float]] = []
     for first, sector, role, value in items:
         if sector != khac and intro and after_marker(first, clauses, intro, disc.intro_window):
@@ -173,6 +187,9 @@ def weigh(items: Sequence[tuple[int, str, str, float]], clauses: Sequence[int],
         elif role == "object" and sector != khac and markers and after_marker(
                 first, clauses, markers, disc.window):
             role = "context"
+        if (role == "object" and sector != khac and requests and disc.request_factor != 1.0
+                and any(b < first and sentences[b] == sentences[first] for _, b in requests)):
+            value *= disc.request_factor
         out.append((clauses[first], role, value))
     leads = [clause for (first, sector, _, _), (clause, role, value) in zip(items, out, strict=True)
              if role == "object" and sector != khac and value >= disc.lead_min
