@@ -28,6 +28,7 @@ from nlp.results import Classification, Match, Sector
 from nlp.rules import (
     AMBIGUOUS,
     Discourse,
+    after_marker,
     clause_ids,
     cue_index,
     load_rules,
@@ -45,9 +46,9 @@ KHAC = "khac"
 _URGENT, _OFFICIAL, _MISCONDUCT = "!urgent", "!official", "!misconduct"
 _CONSEQUENCE, _THANKS, _RESOLVED, _SALUTE = "!consequence", "!thanks", "!resolved", "!salute"
 _NOTICE, _COMPLAINT, _QUESTION = "!notice", "!complaint", "!question"
-_REQUEST = "!request"
+_REQUEST, _NOT_NOW = "!request", "!not_now"
 _SIDE = frozenset({_URGENT, _OFFICIAL, _MISCONDUCT, _CONSEQUENCE, _THANKS, _RESOLVED, _SALUTE,
-                   _NOTICE, _COMPLAINT, _QUESTION, _REQUEST})
+                   _NOTICE, _COMPLAINT, _QUESTION, _REQUEST, _NOT_NOW})
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,7 +124,10 @@ class Classifier:
                 self.keywords.add(f"{AMBIGUOUS}{rule.index}", text, rule.weight)
         self.cues = cue_index(self.rules, normalizer)
         routing = config.get("routing", {})
-        for tag, phrases in ((_URGENT, config.get("urgent", {}).get("phrases", ())),
+        urgent_cfg = config.get("urgent", {})
+        self.not_now_window = int(urgent_cfg.get("not_now_window", 0))
+        for tag, phrases in ((_URGENT, urgent_cfg.get("phrases", ())),
+                             (_NOT_NOW, urgent_cfg.get("not_now", ())),
                              (_OFFICIAL, routing.get("officials", ())),
                              (_MISCONDUCT, routing.get("misconduct", ())),
                              (_QUESTION, review.get("question", ()))):
@@ -212,10 +216,15 @@ class Classifier:
         # An urgency word inside a longer non-urgent phrase is not urgent: "cháy" in
         # "bóng đèn bị cháy" (a burnt-out bulb) is not a fire.
         urgent_spans = {(h.first, h.last) for h in side[_URGENT]}
+        # A danger that is feared or past ("nếu có cháy", "tôi sợ cây đổ đè lên người",
+        # "tháng trước đã có vụ tông chết người") is a risk to report, not an emergency now.
+        clauses = clause_ids(text, [(t.start, t.end) for t in seq])
+        not_now = [(h.first, h.last) for h in side[_NOT_NOW]]
         urgent = [
             h.phrase.text for h in side[_URGENT]
             if not any(a <= h.first and h.last <= b and (a, b) not in urgent_spans
                        and b - a > h.last - h.first for a, b in spans)
+            and not (not_now and after_marker(h.first, clauses, not_now, self.not_now_window))
         ]
         objects = dict.fromkeys(self.sectors, 0.0)
         context = dict.fromkeys(self.sectors, 0.0)

@@ -189,6 +189,26 @@ def test_central_dialect(clf: Classifier) -> None:
     assert res.sector == "cap_nuoc"
 
 
+@pytest.mark.parametrize(("text", "urgent"), [
+    ("Nếu có cháy thì xe chữa cháy chắc chắn không vào được kiệt này.", False),
+    ("Tôi sợ cây bật gốc đè lên người đi đường.", False),
+    ("Mấy tháng trước đã có một vụ tông chết người ở khúc cua này.", False),
+    ("Xe đỗ ngay trước cổng cấp cứu của bệnh viện.", False),
+    ("Cháy nhà ở kiệt 5, cứu với!", True),
+    ("Cột điện nghiêng sắp đổ xuống đường.", True),
+    ("Dây điện đứt rơi xuống đường, rất nguy hiểm.", True),
+])
+def test_a_feared_or_past_danger_is_not_urgent(clf: Classifier, text: str,
+                                               urgent: bool) -> None:
+    assert clf.classify(text).urgent is urgent
+
+
+def test_a_chain_message_is_not_a_report(clf: Classifier) -> None:
+    text = ("Khẩn cấp, chia sẻ ngay cho 10 người thân: tối nay sẽ có cuộc gọi lạ, bắt máy là bị "
+            "trừ hết tiền. Ai không chia sẻ sẽ gặp xui cả năm.")
+    assert clf.classify(text).sector == "khac"
+
+
 def test_rival_sector_goes_to_review(clf: Classifier) -> None:
     text = "Dây cáp viễn thông và dây điện võng thấp chằng chịt trên cột điện trước nhà."
     res = clf.classify(text)

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import timedelta
 
-from rapidfuzz import fuzz
+from rapidfuzz import fuzz, process
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.domain.texts import fold
@@ -67,27 +68,46 @@ def _text(report: Report | ScanRow) -> str:
     return "\n".join(p for p in (report.text, report.transcript) if p)
 
 
+Verdict = tuple[float | None, float, tuple[str, ...]]  # distance, text similarity, reasons
+
+
 def judge(report: Report, other: Report | ScanRow, radius_m: float,
-          text_threshold: float = TEXT_SIMILARITY,
-          ) -> tuple[float | None, float, tuple[str, ...]] | None:
+          text_threshold: float = TEXT_SIMILARITY) -> Verdict | None:
     """(distance, text similarity, reasons) when `other` may be what `report` duplicates."""
-    reasons: list[str] = []
-    distance = None
-    same_sector = bool(report.sector) and other.sector == report.sector
-    if (report.lat is not None and report.lon is not None and other.lat is not None
-            and other.lon is not None):
-        distance = haversine_m(report.lat, report.lon, other.lat, other.lon)
-        if same_sector and distance <= radius_m:
-            reasons.append("near")
-    mine, theirs = _text(report), _text(other)
-    similarity = text_similarity(mine, theirs)
-    if (similarity >= text_threshold and len(fold(mine)) >= MIN_TEXT_CHARS
-            and len(fold(theirs)) >= MIN_TEXT_CHARS):
-        reasons.append("text")
+    return judge_all(report, [other], radius_m, text_threshold)[0]
+
+
+def judge_all(report: Report, others: Sequence[Report | ScanRow], radius_m: float,
+              text_threshold: float = TEXT_SIMILARITY) -> list[Verdict | None]:
+    """`judge` for many earlier reports at once: the report's own text and address are
+    prepared once and the similarities computed in one rapidfuzz pass (a submission scans
+    up to MAX_SCAN reports)."""
+    mine = fold(_text(report))
+    theirs = [fold(_text(o)) for o in others]
+    if mine and theirs:
+        # token_set_ratio of empty strings is 0, as text_similarity says.
+        sims = process.cdist([mine], theirs, scorer=fuzz.token_set_ratio, workers=1)[0]
+    else:
+        sims = [0.0] * len(theirs)
     address = normal_address(report.address)
-    if same_sector and address and address == normal_address(other.address):
-        reasons.append("address")
-    return (distance, similarity, tuple(reasons)) if reasons else None
+    lat, lon = report.lat, report.lon
+    out: list[Verdict | None] = []
+    for other, folded, similarity in zip(others, theirs, sims, strict=True):
+        reasons: list[str] = []
+        distance = None
+        same_sector = bool(report.sector) and other.sector == report.sector
+        if lat is not None and lon is not None and other.lat is not None and other.lon is not None:
+            distance = haversine_m(lat, lon, other.lat, other.lon)
+            if same_sector and distance <= radius_m:
+                reasons.append("near")
+        similarity = float(similarity) if folded else 0.0
+        if (similarity >= text_threshold and len(mine) >= MIN_TEXT_CHARS
+                and len(folded) >= MIN_TEXT_CHARS):
+            reasons.append("text")
+        if same_sector and address and address == normal_address(other.address):
+            reasons.append("address")
+        out.append((distance, similarity, tuple(reasons)) if reasons else None)
+    return out
 
 
 def score_candidate(report: Report, other: Report, radius_m: float,
@@ -109,8 +129,8 @@ async def candidates(
     rows = await console_repo.duplicate_scan(
         session, exclude_id=report.id, statuses=OPEN_STATUSES, since=start - window,
         until=start, limit=MAX_SCAN)
-    judged = [(row, v) for row in rows
-              if (v := judge(report, row, settings.duplicate_radius_m, text_threshold))]
+    verdicts = judge_all(report, rows, settings.duplicate_radius_m, text_threshold)
+    judged = [(row, v) for row, v in zip(rows, verdicts, strict=True) if v is not None]
     judged.sort(key=lambda rv: (rv[1][0] if rv[1][0] is not None else 1e12, -rv[1][1]))
     judged = judged[:limit]
     full = await reports_repo.by_ids(session, [row.id for row, _ in judged])
