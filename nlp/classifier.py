@@ -149,7 +149,7 @@ class Classifier:
             float(scoring.get("strict_plain", 0.5)),
             float(scoring.get("strict_plain_unigram", scoring.get("strict_plain", 0.5))))
         self.matcher = Matcher(normalizer, vocabulary, float(scoring.get("fuzzy_cutoff", 80)),
-                               sim)
+                               sim, self.keywords.common)
         # The dialog, the summary and the submission look at the same texts: classify each
         # distinct text once (results are frozen, so sharing them is safe).
         self._memo = lru_cache(maxsize=4096)(self._classify)
@@ -208,7 +208,9 @@ class Classifier:
         for h in self.matcher.scan(prep, self.keywords):
             tag = h.phrase.sector
             if tag in _SIDE:
-                if h.similarity >= 0.7:
+                # Discourse markers change a whole verdict: with diacritics they must be
+                # spelt right ("dân đến" is not "dẫn đến"); without, the shadow is enough.
+                if h.similarity >= 0.95:
                     side[tag].append(h)
             elif not any(s <= seq[h.first].start and seq[h.last].end <= e for s, e in blocked):
                 hits.append(h)

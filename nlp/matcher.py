@@ -68,8 +68,10 @@ class Matcher:
     """Prepares texts and finds the phrases of an index in them."""
 
     def __init__(self, normalizer: Normalizer, vocabulary: list[str], fuzzy_cutoff: float,
-                 sim: Similarity) -> None:
-        """``vocabulary``: the plain words fuzzy corrections may land on."""
+                 sim: Similarity, common: frozenset[str] = frozenset()) -> None:
+        """``vocabulary``: the plain words fuzzy corrections may land on; ``common``: words
+        that are never a misspelling of another (see ``[matching]``)."""
+        self.common = common
         self.normalizer = normalizer
         self.vocabulary = vocabulary
         self._vocab_set = frozenset(vocabulary)
@@ -129,8 +131,9 @@ class Matcher:
         if phrase.strict:
             return 0.0
         # A Vietnamese typist who drops a mark leaves the others: a token that carries a
-        # mark the keyword lacks is another word, whatever its shadow.
-        if not dropped_marks(tok.text, word):
+        # mark the keyword lacks is another word, whatever its shadow, and so is one of the
+        # commonest words ("dân" in "người dân đến" is not a misspelt "dẫn").
+        if tok.text in self.common or not dropped_marks(tok.text, word):
             return 0.0
         return self.sim.mismatch_unigram if n == 1 else self.sim.mismatch_ngram
 
