@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections import Counter
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from functools import lru_cache
@@ -29,13 +30,12 @@ from nlp.rules import (
     AMBIGUOUS,
     Discourse,
     after_marker,
-    clause_ids,
     cue_index,
     load_rules,
     resolve,
     rival_share,
+    segment_ids,
     self_intros,
-    sentence_ids,
     weigh,
 )
 
@@ -220,7 +220,7 @@ class Classifier:
         urgent_spans = {(h.first, h.last) for h in side[_URGENT]}
         # A danger that is feared or past ("nếu có cháy", "tôi sợ cây đổ đè lên người",
         # "tháng trước đã có vụ tông chết người") is a risk to report, not an emergency now.
-        clauses = clause_ids(text, [(t.start, t.end) for t in seq])
+        clauses, sentences = segment_ids(text, [(t.start, t.end) for t in seq])
         not_now = [(h.first, h.last) for h in side[_NOT_NOW]]
         urgent = [
             h.phrase.text for h in side[_URGENT]
@@ -232,7 +232,7 @@ class Classifier:
         context = dict.fromkeys(self.sectors, 0.0)
         seen: set[tuple[str, str]] = set()
         matches: list[Match] = []
-        for hit, sector, role, value in self._weigh(text, prep, chosen, side):
+        for hit, sector, role, value in self._weigh(prep, chosen, side, clauses, sentences):
             ph = hit.phrase
             if (sector, ph.text) in seen:  # repeated in a long letter: still one complaint
                 continue
@@ -270,13 +270,10 @@ class Classifier:
         return _Analysis(evidence, matches, places, tuple(dict.fromkeys(urgent)), content,
                          objects, misconduct, context, bool(side[_QUESTION]))
 
-    def _weigh(self, text: str, prep: Prepared, chosen: list[Hit],
-               side: Mapping[str, list[Hit]]) -> list[tuple[Hit, str, str, float]]:
+    def _weigh(self, prep: Prepared, chosen: list[Hit], side: Mapping[str, list[Hit]],
+               clauses: list[int], sentences: list[int]) -> list[tuple[Hit, str, str, float]]:
         """Each hit with its sector, role and value in text order (see :func:`nlp.rules.weigh`:
         consequences count as context, the headline clause counts more)."""
-        seq = prep.seq
-        spans = [(t.start, t.end) for t in seq]
-        clauses = clause_ids(text, spans)
         pairs = sorted(self._resolved(prep, chosen), key=lambda p: p[0].first)
         items = [(h.first, sector, h.phrase.role, h.phrase.weight * h.similarity
                   * (1.0 + self.length_bonus * (len(h.phrase.tokens) - 1)))
@@ -284,7 +281,7 @@ class Classifier:
         weighed = weigh(items, clauses, [(h.first, h.last) for h in side[_CONSEQUENCE]],
                         {clauses[h.first] for h in side[_SALUTE]}, self.discourse, KHAC,
                         self_intros(prep.norm, self.intro_pronouns),
-                        [(h.first, h.last) for h in side[_REQUEST]], sentence_ids(text, spans))
+                        [(h.first, h.last) for h in side[_REQUEST]], sentences)
         return [(h, sector, role, value)
                 for (h, sector), (role, value) in zip(pairs, weighed, strict=True)]
 
@@ -341,7 +338,8 @@ class Classifier:
             reasons: tuple[str, ...] = ("empty",) if self.review_empty else ()
             return Classification(KHAC, 1.0, bool(reasons), None, 0.0, (), False, (), None,
                                   evidence, reasons, "none", False)
-        support = {code: sum(m.sector == code for m in an.matches) for code in self.sectors}
+        counts = Counter(m.sector for m in an.matches)
+        support = {code: counts[code] for code in self.sectors}
         probs = self.probabilities(evidence, support)
         ranked = sorted(probs, key=lambda c: (-probs[c], -evidence[c]))
         best, second = ranked[0], ranked[1]

@@ -127,22 +127,24 @@ _CLAUSE_BREAKS = frozenset(",.;!?:\n()")
 _SENTENCE_BREAKS = frozenset(".!?\n")
 
 
-def clause_ids(text: str, spans: Sequence[tuple[int, int]],
-               breaks: frozenset[str] = _CLAUSE_BREAKS) -> list[int]:
-    """Clause number of each token span: punctuation between two tokens starts a new clause
-    (``breaks``: which punctuation; :func:`sentence_ids` uses full stops only)."""
-    ids: list[int] = []
-    clause = 0
-    for i, (start, _) in enumerate(spans):
-        if i and any(ch in breaks for ch in text[spans[i - 1][1]:start]):
-            clause += 1
-        ids.append(clause)
-    return ids
-
-
-def sentence_ids(text: str, spans: Sequence[tuple[int, int]]) -> list[int]:
-    """Sentence number of each token span."""
-    return clause_ids(text, spans, _SENTENCE_BREAKS)
+def segment_ids(text: str, spans: Sequence[tuple[int, int]]) -> tuple[list[int], list[int]]:
+    """Clause and sentence number of each token span: punctuation between two tokens starts a
+    new clause (",.;!?:\\n()"), a full stop, "!", "?" or a line break a new sentence."""
+    clauses: list[int] = []
+    sentences: list[int] = []
+    clause = sentence = 0
+    prev_end = None
+    for start, end in spans:
+        if prev_end is not None and start > prev_end:
+            gap = text[prev_end:start]
+            if not _CLAUSE_BREAKS.isdisjoint(gap):
+                clause += 1
+                if not _SENTENCE_BREAKS.isdisjoint(gap):
+                    sentence += 1
+        clauses.append(clause)
+        sentences.append(sentence)
+        prev_end = end
+    return clauses, sentences
 
 
 def after_marker(first: int, clauses: Sequence[int], markers: Sequence[tuple[int, int]],
