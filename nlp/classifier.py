@@ -99,7 +99,8 @@ class Classifier:
         self.keywords = PhraseIndex(normalizer,
                                     config.get("matching", {}).get("common_words", ()))
         # A phrase with an [[ambiguous]] rule counts only through its rule.
-        ruled = {p for spec in config.get("ambiguous", ())
+        # ("nứt" of a sector's list is the rule's "nứt!": the strict mark does not matter here)
+        ruled = {p.rstrip("!") for spec in config.get("ambiguous", ())
                  for p in (spec.get("phrases") or [spec.get("phrase", "")])}
         for code, spec in config["sectors"].items():
             self.sectors[code] = Sector(
@@ -108,7 +109,7 @@ class Classifier:
             )
             for tier in ("weak", "medium", "extra", "strong", "english"):
                 for text in spec.get(tier, ()):
-                    if text not in ruled:
+                    if text.rstrip("!") not in ruled:
                         self.keywords.add(code, text, float(weights[tier]))
             for text in spec.get("context", ()):
                 self.keywords.add(code, text, float(weights["context"]), "context")
@@ -139,6 +140,7 @@ class Classifier:
                          (_REQUEST, "request")):
             self._add_side(tag, discourse.get(key, ()))
         self.intro_pronouns = frozenset(discourse.get("self_intro", ()))
+        self.intro_stops = frozenset(discourse.get("self_intro_stops", ()))
         self.misconduct_agency = str(routing.get("misconduct_agency", "Thanh tra tỉnh"))
         self.misconduct_agency_code = str(routing.get("misconduct_agency_code", "thanh_tra"))
         vocabulary = sorted({p for key, phs in self.keywords.by_plain.items() for p in key
@@ -280,7 +282,8 @@ class Classifier:
                  for h, sector in pairs]
         weighed = weigh(items, clauses, [(h.first, h.last) for h in side[_CONSEQUENCE]],
                         {clauses[h.first] for h in side[_SALUTE]}, self.discourse, KHAC,
-                        self_intros(prep.norm, self.intro_pronouns),
+                        self_intros(prep.norm, self.intro_pronouns,
+                                    self.discourse.intro_window, self.intro_stops),
                         [(h.first, h.last) for h in side[_REQUEST]], sentences)
         return [(h, sector, role, value)
                 for (h, sector), (role, value) in zip(pairs, weighed, strict=True)]

@@ -131,14 +131,18 @@ class Normalizer:
         numbered: Mapping[str, str],
         keep_double: frozenset[str] = frozenset({"o"}),
         fillers: frozenset[str] = frozenset(),
+        unless_next: Mapping[str, Iterable[str]] | None = None,
     ) -> None:
-        """Create a normaliser from replacement tables (keys are lower case)."""
+        """Create a normaliser from replacement tables (keys are lower case); a teencode key
+        in ``unless_next`` stays as written before one of its words ("lun sut": lún sụt)."""
         nfc = unicodedata.normalize
         self.teencode = {nfc("NFC", k): nfc("NFC", v) for k, v in teencode.items()}
         self.dotted = {nfc("NFC", k): nfc("NFC", v) for k, v in dotted.items()}
         self.numbered = {nfc("NFC", k): nfc("NFC", v) for k, v in numbered.items()}
         self.keep_double = keep_double
         self.fillers = frozenset(nfc("NFC", w) for w in fillers)
+        self.unless_next = {nfc("NFC", k): frozenset(nfc("NFC", w) for w in v)
+                            for k, v in (unless_next or {}).items()}
         self._word = lru_cache(maxsize=65536)(self._word_uncached)
 
     @classmethod
@@ -155,10 +159,12 @@ class Normalizer:
             data.get("numbered", {}),
             frozenset(options.get("keep_double", ["o"])),
             frozenset(options.get("fillers", [])),
+            data.get("teencode_unless_next", {}),
         )
 
-    def _word_uncached(self, raw: str, dotted: bool) -> _Word:
-        """Normalise one raw token: its words (with shadows and filler flags), mark, surface."""
+    def _word_uncached(self, raw: str, dotted: bool, literal: bool = False) -> _Word:
+        """Normalise one raw token: its words (with shadows and filler flags), mark, surface
+        (``literal``: no teencode expansion)."""
         surface = unicodedata.normalize("NFC", raw)
         marked = has_diacritics(surface)
         word = surface.lower()
@@ -167,7 +173,7 @@ class Normalizer:
         m = _NUMBERED_RE.match(word)
         if dotted and word in self.dotted:
             words = tuple(self.dotted[word].split())
-        elif word in self.teencode:
+        elif word in self.teencode and not literal:
             words = tuple(self.teencode[word].split())
         elif m and m.group(1) in self.numbered:
             words = (*self.numbered[m.group(1)].split(), m.group(2))
@@ -182,10 +188,15 @@ class Normalizer:
         marked_count = 0
         letter_count = 0
         size = len(text)
-        for m in _TOKEN_RE.finditer(text):
+        found = list(_TOKEN_RE.finditer(text))
+        for n, m in enumerate(found):
             start, end = m.span()
             dotted = end < size and text[end] == "."
-            parts, marked, surface, alpha = self._word(m.group(), dotted)
+            raw = m.group()
+            literal = False
+            if self.unless_next and (after := self.unless_next.get(raw.lower())):
+                literal = n + 1 < len(found) and found[n + 1].group().lower() in after
+            parts, marked, surface, alpha = self._word(raw, dotted, literal)
             if alpha:
                 letter_count += 1
                 marked_count += marked

@@ -155,18 +155,31 @@ def after_marker(first: int, clauses: Sequence[int], markers: Sequence[tuple[int
                for _, b in markers)
 
 
-def self_intros(norm: Normalized, pronouns: frozenset[str]) -> list[tuple[int, int]]:
-    """Spans (in non-filler token positions) of "tôi là", "em là", "mình là": the writer
-    introducing themselves. "là" is a spoken filler, so it is found on the full token list."""
+def self_intros(norm: Normalized, pronouns: frozenset[str], window: int,
+                stops: frozenset[str] = frozenset()) -> list[tuple[int, int]]:
+    """Spans (in non-filler token positions) of the words after "tôi là", "em là", "mình là":
+    the writer introducing themselves, up to ``window`` words, a stop word ("ở", "sống": where
+    they live is the setting) or the end of the clause. "là" is a spoken filler, so it is
+    found on the full token list."""
     out: list[tuple[int, int]] = []
     pos = -1
     tokens = norm.tokens
+    spans = [(t.start, t.end) for t in tokens if not t.filler]
+    clauses, _ = segment_ids(norm.original, spans)
     for i, tok in enumerate(tokens):
         if not tok.filler:
             pos += 1
         if (tok.plain in pronouns and not tok.filler and i + 1 < len(tokens)
                 and tokens[i + 1].plain == "la" and tokens[i + 1].text != "lá"):
-            out.append((pos, pos))
+            first = pos + (1 if tokens[i + 1].filler else 2)  # after "là", filler or not
+            end = first - 1
+            words = [t for t in tokens[i + 2:] if not t.filler]
+            for k, word in enumerate(words[:window]):
+                if word.plain in stops or clauses[first + k] != clauses[pos]:
+                    break
+                end = first + k
+            if end >= first:
+                out.append((first, end))
     return out
 
 
@@ -183,7 +196,7 @@ def weigh(items: Sequence[tuple[int, str, str, float]], clauses: Sequence[int],
     request marker in its sentence count ``request_factor``."""
     out: list[tuple[int, str, float]] = []
     for first, sector, role, value in items:
-        if sector != khac and intro and after_marker(first, clauses, intro, disc.intro_window):
+        if sector != khac and any(a <= first <= b for a, b in intro):
             # "Tôi là giáo viên, ...", "tôi là bác sĩ": who writes is not what is reported.
             value = 0.0
         elif role == "object" and sector != khac and markers and after_marker(

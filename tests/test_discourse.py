@@ -267,3 +267,26 @@ def test_portal_sets_shape_and_separation(clf: Classifier) -> None:
               for r in _rows(name.name)}
     # One-word test messages ("test") are the same everywhere; nothing longer is shared.
     assert not {r["text"] for r in held if len(r["text"]) > 10} & others
+
+
+def test_self_introduction_ends_where_the_writer_lives(clf: Classifier) -> None:
+    long_intro = ("Tôi là giáo viên trường mầm non tư thục ở phường Cát Bi. Khu phố tôi mất điện "
+                  "từ sáng đến giờ, điện lực chưa khắc phục.")
+    assert clf.classify(long_intro).sector == "dien"
+    assert clf.classify(strip_diacritics(long_intro)).sector == "dien"
+    lives_by = "Tôi là người dân sống gần bãi rác tự phát, mùi hôi thối bay vào nhà."
+    assert clf.classify(lives_by).sector == "ve_sinh_moi_truong"
+
+
+def test_sms_subsidence_is_not_chat_luon(clf: Classifier) -> None:
+    # "lun" is "luôn" in chat ("gửi lun đi"), but "lun sut" is "lún sụt" without diacritics.
+    res = clf.classify("duong Ho Chi Minh doan qua phuong Dong Luong bi lun sut, xe tai chay qua "
+                       "rung lac")
+    assert res.sector == "ha_tang_giao_thong"
+
+
+def test_a_ruled_word_counts_only_through_its_rule_without_diacritics(clf: Classifier) -> None:
+    # "nứt" is in a sector's list and in the damage rule: the rule decides, also in SMS.
+    text = strip_diacritics("Tường rào phía sau trường mầm non nứt toác, nghiêng ra sân chơi.")
+    res = clf.classify(text)
+    assert [m.sector for m in res.matches if m.phrase == "nứt"] == ["giao_duc"]
