@@ -46,9 +46,9 @@ KHAC = "khac"
 _URGENT, _OFFICIAL, _MISCONDUCT = "!urgent", "!official", "!misconduct"
 _CONSEQUENCE, _THANKS, _RESOLVED, _SALUTE = "!consequence", "!thanks", "!resolved", "!salute"
 _NOTICE, _COMPLAINT, _QUESTION = "!notice", "!complaint", "!question"
-_REQUEST, _NOT_NOW = "!request", "!not_now"
+_REQUEST, _NOT_NOW, _PRAISE = "!request", "!not_now", "!praise"
 _SIDE = frozenset({_URGENT, _OFFICIAL, _MISCONDUCT, _CONSEQUENCE, _THANKS, _RESOLVED, _SALUTE,
-                   _NOTICE, _COMPLAINT, _QUESTION, _REQUEST, _NOT_NOW})
+                   _NOTICE, _COMPLAINT, _QUESTION, _REQUEST, _NOT_NOW, _PRAISE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,7 +137,7 @@ class Classifier:
         for tag, key in ((_CONSEQUENCE, "consequence"), (_THANKS, "thanks"),
                          (_RESOLVED, "resolved"), (_SALUTE, "salutation"),
                          (_NOTICE, "not_report"), (_COMPLAINT, "complaint"),
-                         (_REQUEST, "request")):
+                         (_REQUEST, "request"), (_PRAISE, "praise")):
             self._add_side(tag, discourse.get(key, ()))
         self.intro_pronouns = frozenset(discourse.get("self_intro", ()))
         self.intro_stops = frozenset(discourse.get("self_intro_stops", ()))
@@ -284,7 +284,8 @@ class Classifier:
                         {clauses[h.first] for h in side[_SALUTE]}, self.discourse, KHAC,
                         self_intros(prep.norm, self.intro_pronouns,
                                     self.discourse.intro_window, self.intro_stops),
-                        [(h.first, h.last) for h in side[_REQUEST]], sentences)
+                        [(h.first, h.last) for h in side[_REQUEST]], sentences,
+                        [(h.first, h.last) for h in side[_PRAISE]])
         return [(h, sector, role, value)
                 for (h, sector), (role, value) in zip(pairs, weighed, strict=True)]
 

@@ -169,8 +169,11 @@ def self_intros(norm: Normalized, pronouns: frozenset[str], window: int,
     for i, tok in enumerate(tokens):
         if not tok.filler:
             pos += 1
+        # The pronoun opens its clause ("Tôi là giáo viên, …"): without diacritics "… chiều
+        # toi la sut ap" is "tối là sụt áp", not an introduction.
         if (tok.plain in pronouns and not tok.filler and i + 1 < len(tokens)
-                and tokens[i + 1].plain == "la" and tokens[i + 1].text != "lá"):
+                and tokens[i + 1].plain == "la" and tokens[i + 1].text != "lá"
+                and (pos == 0 or clauses[pos - 1] != clauses[pos])):
             first = pos + (1 if tokens[i + 1].filler else 2)  # after "là", filler or not
             end = first - 1
             words = [t for t in tokens[i + 2:] if not t.filler]
@@ -187,7 +190,8 @@ def weigh(items: Sequence[tuple[int, str, str, float]], clauses: Sequence[int],
           markers: Sequence[tuple[int, int]], salute: set[int], disc: Discourse,
           khac: str, intro: Sequence[tuple[int, int]] = (),
           requests: Sequence[tuple[int, int]] = (),
-          sentences: Sequence[int] = ()) -> list[tuple[str, float]]:
+          sentences: Sequence[int] = (),
+          praise: Sequence[tuple[int, int]] = ()) -> list[tuple[str, float]]:
     """(role, value) of each hit ``(first token, sector, role, value)``, in order. Vietnamese
     letters state the problem first and its effects after "gây", "tiềm ẩn", "ảnh hưởng đến":
     an object right after such a marker counts as context, and the objects of the first clause
@@ -196,7 +200,10 @@ def weigh(items: Sequence[tuple[int, str, str, float]], clauses: Sequence[int],
     request marker in its sentence count ``request_factor``."""
     out: list[tuple[int, str, float]] = []
     for first, sector, role, value in items:
-        if sector != khac and any(a <= first <= b for a, b in intro):
+        if sector != khac and (any(a <= first <= b for a, b in intro) or any(
+                b < first and sentences[b] == sentences[first] for _, b in praise)):
+            # (or praised: "tôi hoan nghênh việc thành phố đã lát lại đá, trồng thêm cây" is
+            # not what the letter asks to fix)
             # "Tôi là giáo viên, ...", "tôi là bác sĩ": who writes is not what is reported.
             value = 0.0
         elif role == "object" and sector != khac and markers and after_marker(
