@@ -54,9 +54,11 @@ TUNE8 = ROOT / "tests" / "data" / "tune_v8.jsonl"
 # ... and a third, a quarter of it hard for a keyword reader: v8 held out, tune v9 tuned on.
 HELDOUT8 = ROOT / "tests" / "data" / "heldout_v8.jsonl"
 TUNE9 = ROOT / "tests" / "data" / "tune_v9.jsonl"
-# ... and a last pair: v9 held out (a quarter hard), tune v10 (half of it hard) tuned on.
+# ... and two last pairs: v9, v10 held out (a quarter hard), tune v10, v11 (half hard) tuned on.
 HELDOUT9 = ROOT / "tests" / "data" / "heldout_v9.jsonl"
 TUNE10 = ROOT / "tests" / "data" / "tune_v10.jsonl"
+HELDOUT10 = ROOT / "tests" / "data" / "heldout_v10.jsonl"
+TUNE11 = ROOT / "tests" / "data" / "tune_v11.jsonl"
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_reports_dev.jsonl"
 
 
@@ -270,10 +272,10 @@ def main() -> None:
     sweep(clf, hold, "own holdout half")
     # The review thresholds are chosen on the tuning pool (never on a held-out set).
     pool = own + load_jsonl(ROOT / "tests" / "data" / "tune_v2.jsonl")
-    for extra in (TUNE3, TUNE4, TUNE5, TUNE6, TUNE7, TUNE8, TUNE9, TUNE10):
+    for extra in (TUNE3, TUNE4, TUNE5, TUNE6, TUNE7, TUNE8, TUNE9, TUNE10, TUNE11):
         if extra.exists():
             pool += load_jsonl(extra)
-    sweep(clf, pool, "tuning pool (own set + tune v2 to v10): choose thresholds here")
+    sweep(clf, pool, "tuning pool (own set + tune v2 to v11): choose thresholds here")
     held = load_jsonl(HELDOUT)
     evaluate(clf, held, "held-out v2 (issue 14, never tuned on)", matrix=False)
     evaluate(clf, held, "held-out v2, diacritics stripped", transform=strip_diacritics,
@@ -286,20 +288,22 @@ def main() -> None:
                        (HELDOUT6, "held-out v6 (portal register, never tuned on)"),
                        (HELDOUT7, "held-out v7 (portal register, never tuned on)"),
                        (HELDOUT8, "held-out v8 (portal register, never tuned on)"),
-                       (HELDOUT9, "held-out v9 (portal register, measured once)"),
+                       (HELDOUT9, "held-out v9 (portal register, never tuned on)"),
+                       (HELDOUT10, "held-out v10 (portal register, measured once)"),
                        (TUNE4, "tune v4 (third pass, tuned on)"),
                        (TUNE5, "tune v5 (third pass, tuned on)"),
                        (TUNE6, "tune v6 (third pass, tuned on)"),
                        (TUNE7, "tune v7 (portal register, tuned on)"),
                        (TUNE8, "tune v8 (portal register, tuned on)"),
                        (TUNE9, "tune v9 (portal register, tuned on)"),
-                       (TUNE10, "tune v10 (portal register, tuned on)")):
+                       (TUNE10, "tune v10 (portal register, tuned on)"),
+                       (TUNE11, "tune v11 (portal register, tuned on)")):
         if path.exists():
             rows3 = load_jsonl(path)
             alt = any(r.get("sector_alt") for r in rows3)
             evaluate(clf, rows3, name, lenient=alt,
                      matrix=path in (HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, HELDOUT8,
-                                     HELDOUT9))
+                                     HELDOUT9, HELDOUT10))
             evaluate(clf, rows3, f"{name}, stripped", transform=strip_diacritics, matrix=False,
                      lenient=alt)
             reliability(clf, rows3, name)

@@ -260,7 +260,8 @@ def test_third_pass_sets_shape_and_separation(clf: Classifier, held_name: str,
 @pytest.mark.parametrize(("held_name", "tune_name"), [("heldout_v6.jsonl", "tune_v7.jsonl"),
                                                     ("heldout_v7.jsonl", "tune_v8.jsonl"),
                                                     ("heldout_v8.jsonl", "tune_v9.jsonl"),
-                                                    ("heldout_v9.jsonl", "tune_v10.jsonl")])
+                                                    ("heldout_v9.jsonl", "tune_v10.jsonl"),
+                                                    ("heldout_v10.jsonl", "tune_v11.jsonl")])
 def test_portal_sets_shape_and_separation(clf: Classifier, held_name: str,
                                           tune_name: str) -> None:
     # Round 3, the portals' register: skewed like the real listings, held out and tuned on.
