@@ -245,23 +245,23 @@ class Classifier:
                                  hit.similarity, role))
         for hit in negatives:
             objects[hit.phrase.sector] += hit.phrase.weight * hit.similarity
+        factor = 1.0
         if side[_THANKS] and side[_RESOLVED] and not side[_REQUEST]:
             # "Cảm ơn ... đèn đã sáng trở lại": a thank-you for work done names the old
             # problem, but there is nothing left to route.
-            for bag in (objects, context):
-                for code in bag:
-                    if code != KHAC:
-                        bag[code] *= self.discourse.resolved_factor
+            factor = self.discourse.resolved_factor
         elif (len({h.phrase.text for h in side[_NOTICE]})
               - len({h.phrase.text for h in side[_COMPLAINT]}) >= self.discourse.notice_min):
             # A forwarded notice, an advertisement or a request for information names things
             # of every sector ("tạm ngừng cung cấp điện", "căn cước công dân") but asks no one
             # to fix anything: khac, unless complaint markers say otherwise ("trân trọng thông
             # báo ... đề nghị mỗi hộ cử đại diện" is still a notice).
+            factor = self.discourse.notice_factor
+        if factor != 1.0:
             for bag in (objects, context):
                 for code in bag:
                     if code != KHAC:
-                        bag[code] *= self.discourse.notice_factor
+                        bag[code] *= factor
         scores = self._combine(objects, context)
         # Greetings and thanks frame most real reports ("... xin cảm ơn"): they only speak
         # for khac by what they exceed the strongest real sector.
@@ -282,7 +282,7 @@ class Classifier:
                  for h, sector in pairs]
         weighed = weigh(items, clauses, [(h.first, h.last) for h in side[_CONSEQUENCE]],
                         {clauses[h.first] for h in side[_SALUTE]}, self.discourse, KHAC,
-                        self_intros(prep.norm, self.intro_pronouns,
+                        self_intros(prep.norm, clauses, self.intro_pronouns,
                                     self.discourse.intro_window, self.intro_stops),
                         [(h.first, h.last) for h in side[_REQUEST]], sentences,
                         [(h.first, h.last) for h in side[_PRAISE]])

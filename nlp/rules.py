@@ -155,17 +155,16 @@ def after_marker(first: int, clauses: Sequence[int], markers: Sequence[tuple[int
                for _, b in markers)
 
 
-def self_intros(norm: Normalized, pronouns: frozenset[str], window: int,
-                stops: frozenset[str] = frozenset()) -> list[tuple[int, int]]:
+def self_intros(norm: Normalized, clauses: Sequence[int], pronouns: frozenset[str],
+                window: int, stops: frozenset[str] = frozenset()) -> list[tuple[int, int]]:
     """Spans (in non-filler token positions) of the words after "tôi là", "em là", "mình là":
     the writer introducing themselves, up to ``window`` words, a stop word ("ở", "sống": where
     they live is the setting) or the end of the clause. "là" is a spoken filler, so it is
-    found on the full token list."""
+    found on the full token list; ``clauses`` numbers the non-filler tokens (see
+    :func:`segment_ids`)."""
     out: list[tuple[int, int]] = []
     pos = -1
     tokens = norm.tokens
-    spans = [(t.start, t.end) for t in tokens if not t.filler]
-    clauses, _ = segment_ids(norm.original, spans)
     for i, tok in enumerate(tokens):
         if not tok.filler:
             pos += 1
