@@ -2,7 +2,7 @@
 
 Run from the repository root: ``.venv/bin/python bench/classify.py`` (``--fit`` also prints
 the softmax temperature and khac prior fitted on the tuning half of the labelled set).
-Evaluates on tests/data/labelled_reports.jsonl (our own texts; "tune" half used while
+Evaluates on config/examples/labelled_reports.jsonl (our own texts; "tune" half used while
 writing keywords, "holdout" half not looked at), on the shared real dev set
 (../shared/data/real_reports_dev.jsonl, measuring only) and on diacritic-stripped copies.
 """
@@ -18,6 +18,7 @@ import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -26,39 +27,56 @@ sys.path.insert(0, str(ROOT))
 
 from nlp.classifier import Classifier  # noqa: E402
 from nlp.normalize import strip_diacritics  # noqa: E402
+from nlp.results import Analysis  # noqa: E402
 
-OWN = ROOT / "tests" / "data" / "labelled_reports.jsonl"
+EXAMPLES = ROOT / "config" / "examples"  # the tuned-on texts; the second opinion learns them
+OWN = EXAMPLES / "labelled_reports.jsonl"
 # Written for issue 14 before any keyword or rule of the trust gate was tuned; never tuned on.
 HELDOUT = ROOT / "tests" / "data" / "heldout_v2.jsonl"
 # Second pass of issue 14: written before any tuning of that pass, never tuned on (v3), and the
 # tuning set of that pass (long formal letters, SMS and chat; tuned on freely).
 HELDOUT3 = ROOT / "tests" / "data" / "heldout_v3.jsonl"
-TUNE3 = ROOT / "tests" / "data" / "tune_v3.jsonl"
+TUNE3 = EXAMPLES / "tune_v3.jsonl"
 # Third pass (round 3): written by two writers who never saw the keywords, in the register of
 # the real portals (long letters, posts, SMS); v4 held out before any tuning of that pass,
 # tune v4 tuned on. Both carry sector_alt, so they are scored strict and lenient.
 HELDOUT4 = ROOT / "tests" / "data" / "heldout_v4.jsonl"
-TUNE4 = ROOT / "tests" / "data" / "tune_v4.jsonl"
+TUNE4 = EXAMPLES / "tune_v4.jsonl"
 # Fourth writers of round 3, same brief, other provinces and styles: v5 held out and measured
 # once, at the end of the round; tune v5 and v6 tuned on.
 HELDOUT5 = ROOT / "tests" / "data" / "heldout_v5.jsonl"
-TUNE5 = ROOT / "tests" / "data" / "tune_v5.jsonl"
-TUNE6 = ROOT / "tests" / "data" / "tune_v6.jsonl"
+TUNE5 = EXAMPLES / "tune_v5.jsonl"
+TUNE6 = EXAMPLES / "tune_v6.jsonl"
 # The register of the public portals as a crawler stores them (typos, odd spacing, truncated,
 # skewed to lighting, noise, sanitation and encroachment): v6 held out, measured once; v7 tuned on.
 HELDOUT6 = ROOT / "tests" / "data" / "heldout_v6.jsonl"
-TUNE7 = ROOT / "tests" / "data" / "tune_v7.jsonl"
+TUNE7 = EXAMPLES / "tune_v7.jsonl"
 # ... a second portal pair, a third of it without diacritics: v7 held out, tune v8 tuned on.
 HELDOUT7 = ROOT / "tests" / "data" / "heldout_v7.jsonl"
-TUNE8 = ROOT / "tests" / "data" / "tune_v8.jsonl"
+TUNE8 = EXAMPLES / "tune_v8.jsonl"
 # ... and a third, a quarter of it hard for a keyword reader: v8 held out, tune v9 tuned on.
 HELDOUT8 = ROOT / "tests" / "data" / "heldout_v8.jsonl"
-TUNE9 = ROOT / "tests" / "data" / "tune_v9.jsonl"
+TUNE9 = EXAMPLES / "tune_v9.jsonl"
 # ... and two last pairs: v9, v10 held out (a quarter hard), tune v10, v11 (half hard) tuned on.
 HELDOUT9 = ROOT / "tests" / "data" / "heldout_v9.jsonl"
-TUNE10 = ROOT / "tests" / "data" / "tune_v10.jsonl"
+TUNE10 = EXAMPLES / "tune_v10.jsonl"
 HELDOUT10 = ROOT / "tests" / "data" / "heldout_v10.jsonl"
-TUNE11 = ROOT / "tests" / "data" / "tune_v11.jsonl"
+TUNE11 = EXAMPLES / "tune_v11.jsonl"
+# Round 4 (the second opinion): two new writers, other provinces and styles, held out and
+# measured once at the end (v11, v12); two more examples for the learnt model only (tune v12,
+# v13: no keyword was written looking at them).
+HELDOUT11 = ROOT / "tests" / "data" / "heldout_v11.jsonl"
+HELDOUT12 = ROOT / "tests" / "data" / "heldout_v12.jsonl"
+HELDOUTS = [(HELDOUT3, "held-out v3 (second pass, never tuned on)"),
+            (HELDOUT4, "held-out v4 (third pass, never tuned on)"),
+            (HELDOUT5, "held-out v5 (third pass, measured once)"),
+            (HELDOUT6, "held-out v6 (portal register, never tuned on)"),
+            (HELDOUT7, "held-out v7 (portal register, never tuned on)"),
+            (HELDOUT8, "held-out v8 (portal register, never tuned on)"),
+            (HELDOUT9, "held-out v9 (portal register, never tuned on)"),
+            (HELDOUT10, "held-out v10 (portal register, measured once)"),
+            (HELDOUT11, "held-out v11 (round 4, measured once)"),
+            (HELDOUT12, "held-out v12 (round 4, measured once)")]
 REAL = Path(__file__).resolve().parents[2] / "shared" / "data" / "real_reports_dev.jsonl"
 
 
@@ -161,13 +179,13 @@ def sweep(clf: Classifier, rows: Sequence[dict[str, Any]], title: str) -> None:
     """Review rate, auto-accepted precision and errors caught for several thresholds."""
     print(f"\n== needs_review threshold sweep on {title} (+ stripped copy)")
     print("   min_score min_margin rival  review  auto-precision  errors-caught")
-    saved = clf.min_score, clf.min_margin, clf.rival_ratio
+    saved = clf.review.min_score, clf.review.min_margin, clf.review.rival_ratio
     texts = [
         (text, {r["sector"], *filter(None, r.get("sector_alt", "").split("|"))})
         for r in rows
         for text in (r["text"], strip_diacritics(r["text"]))
     ]
-    for clf.min_score, clf.min_margin, clf.rival_ratio in [
+    for clf.review.min_score, clf.review.min_margin, clf.review.rival_ratio in [
             (0.55, 0.15, 0.6), (0.8, 0.15, 0.6), (0.9, 0.15, 0.0), (0.9, 0.15, 0.8),
             (0.9, 0.15, 0.7), (0.9, 0.15, 0.6), (0.9, 0.15, 0.5), (0.95, 0.15, 0.6)]:
         # classify_fresh: the per-text memo would return the verdicts of the old thresholds.
@@ -176,10 +194,11 @@ def sweep(clf: Classifier, rows: Sequence[dict[str, Any]], title: str) -> None:
         ok = [res.sector in allowed for res, allowed in results]
         auto = [o for o, rv in zip(ok, review, strict=True) if not rv]
         errs = [rv for o, rv in zip(ok, review, strict=True) if not o]
-        print(f"   {clf.min_score:9.2f} {clf.min_margin:10.2f} {clf.rival_ratio:5.2f}  "
+        gate = clf.review
+        print(f"   {gate.min_score:9.2f} {gate.min_margin:10.2f} {gate.rival_ratio:5.2f}  "
               f"{sum(review) / len(review):6.3f}  "
               f"{sum(auto) / max(len(auto), 1):14.3f}  {sum(errs) / max(len(errs), 1):13.3f}")
-    clf.min_score, clf.min_margin, clf.rival_ratio = saved
+    clf.review.min_score, clf.review.min_margin, clf.review.rival_ratio = saved
 
 
 def fit(clf: Classifier, rows: Sequence[dict[str, Any]]) -> tuple[float, float, float]:
@@ -240,6 +259,45 @@ def speed(clfs: Sequence[tuple[str, Classifier]], texts: Sequence[str], rounds: 
               f"({len(texts)} texts x {rounds} rounds)")
 
 
+def _allowed(row: dict[str, Any]) -> set[str]:
+    return {row["sector"], *filter(None, row.get("sector_alt", "").split("|"))}
+
+
+def opinion_cv(pool: Sequence[dict[str, Any]], folds: int = 5) -> None:
+    """Five-fold cross-validation of the second opinion on the tuning pool: the model learns
+    four fifths and judges the fifth (with its stripped copy); weight and agree are swept."""
+    print(f"\n== second opinion: {folds}-fold cross-validation on the tuning pool "
+          f"(n={len(pool)} + stripped copies): choose [second_opinion] here")
+    order = list(range(len(pool)))
+    random.Random(1).shuffle(order)
+    parts = []
+    for k in range(folds):
+        test = set(order[k::folds])
+        clf = Classifier.load(learn=False)
+        clf.learn([(pool[i]["text"], pool[i]["sector"]) for i in order if i not in test])
+        # The analysis does not depend on the swept parameters: compute it once per text.
+        analyse: Callable[[str], Analysis] = lru_cache(maxsize=None)(clf._analyse)
+        clf._analyse = analyse  # type: ignore[method-assign,assignment]
+        parts.append((clf, [(t, _allowed(pool[i])) for i in sorted(test)
+                            for t in (pool[i]["text"], strip_diacritics(pool[i]["text"]))]))
+    print("   weight   agree  accuracy  review  errors-caught")
+    for weight in (0.0, 0.2, 0.35, 0.5):
+        for agree in (0.99, 0.9999, 2.0):
+            right = reviewed = errors = caught = n = 0
+            for clf, items in parts:
+                clf.opinion_policy.weight, clf.opinion_policy.agree = weight, agree
+                for text, allowed in items:
+                    res = clf.classify_fresh(text)
+                    ok = res.sector in allowed
+                    n += 1
+                    right += ok
+                    reviewed += res.needs_review
+                    errors += not ok
+                    caught += not ok and res.needs_review
+            print(f"   {weight:6.2f} {agree:7.4f}  {right / n:8.3f}  {reviewed / n:6.3f}  "
+                  f"{caught / max(errors, 1):13.3f} ({caught}/{errors})")
+
+
 def main() -> None:
     """Run every measurement and print the figures."""
     parser = argparse.ArgumentParser(description=__doc__)
@@ -248,71 +306,70 @@ def main() -> None:
     parser.add_argument("--no-speed", action="store_true")
     args = parser.parse_args()
     clf = Classifier.load()
+    bare = Classifier.load(learn=False)  # the keywords alone, for comparison
     own = load_jsonl(OWN)
     tune = [r for r in own if r.get("split") == "tune"]
     hold = [r for r in own if r.get("split") == "holdout"]
-    print(f"thresholds: min_score={clf.min_score} min_margin={clf.min_margin}  "
+    opinion = clf.second_opinion
+    print(f"thresholds: min_score={clf.review.min_score} min_margin={clf.review.min_margin}  "
           f"beta={clf.beta} khac_prior={clf.khac_prior} single_penalty={clf.single_penalty}  "
-          f"keywords={len(clf.keywords.by_plain)}")
+          f"keywords={len(clf.keywords.by_plain)}  second opinion: "
+          f"{opinion.examples if opinion else 0} examples, {clf.opinion_policy}")
     if args.fit:
         # Keywords were written looking at the tune half only, so its errors are too rare to
         # calibrate on; the two softmax parameters are fitted on the holdout half instead.
-        clf.beta, clf.khac_prior, clf.single_penalty = fit(clf, hold)
-    evaluate(clf, own, "own set (all)")
+        bare.beta, bare.khac_prior, bare.single_penalty = fit(bare, hold)
+    # Every text of config/examples was tuned on (keywords) and is learnt (second opinion):
+    # these rows show fit, not accuracy.
+    evaluate(clf, own, "own set (all; tuned on and learnt)")
     evaluate(clf, own, "own set, diacritics stripped", transform=strip_diacritics)
     for name, part in (("tune", tune), ("holdout", hold)):
-        evaluate(clf, part, f"own {name} half", matrix=False)
-        evaluate(clf, part, f"own {name} half, stripped", transform=strip_diacritics,
-                 matrix=False)
+        evaluate(bare, part, f"own {name} half, keywords alone", matrix=False)
+        evaluate(bare, part, f"own {name} half, keywords alone, stripped",
+                 transform=strip_diacritics, matrix=False)
     for reg in ("formal", "sms", "chat", "speech"):
-        evaluate(clf, [r for r in own if r["register"] == reg], f"own register={reg}",
-                 matrix=False)
-    reliability(clf, own, "own set, both halves")
-    reliability(clf, hold, "own holdout half")
-    sweep(clf, hold, "own holdout half")
-    # The review thresholds are chosen on the tuning pool (never on a held-out set).
-    pool = own + load_jsonl(ROOT / "tests" / "data" / "tune_v2.jsonl")
-    for extra in (TUNE3, TUNE4, TUNE5, TUNE6, TUNE7, TUNE8, TUNE9, TUNE10, TUNE11):
-        if extra.exists():
-            pool += load_jsonl(extra)
-    sweep(clf, pool, "tuning pool (own set + tune v2 to v11): choose thresholds here")
+        evaluate(bare, [r for r in own if r["register"] == reg],
+                 f"own register={reg}, keywords alone", matrix=False)
+    reliability(bare, hold, "own holdout half, keywords alone")
+    # The keyword review thresholds are chosen on the tuning pool (never on a held-out set),
+    # without the second opinion (it has learnt the pool); its own parameters by cross-validation.
+    pool = own + [r for path in sorted(EXAMPLES.glob("tune_v*.jsonl")) for r in load_jsonl(path)]
+    sweep(bare, pool, "tuning pool (config/examples), keywords alone: choose thresholds here")
+    opinion_cv(pool)
     held = load_jsonl(HELDOUT)
     evaluate(clf, held, "held-out v2 (issue 14, never tuned on)", matrix=False)
     evaluate(clf, held, "held-out v2, diacritics stripped", transform=strip_diacritics,
              matrix=False)
     reliability(clf, held, "held-out v2")
-    for path, name in ((HELDOUT3, "held-out v3 (second pass, never tuned on)"),
-                       (TUNE3, "tune v3 (second pass, tuned on)"),
-                       (HELDOUT4, "held-out v4 (third pass, never tuned on)"),
-                       (HELDOUT5, "held-out v5 (third pass, measured once)"),
-                       (HELDOUT6, "held-out v6 (portal register, never tuned on)"),
-                       (HELDOUT7, "held-out v7 (portal register, never tuned on)"),
-                       (HELDOUT8, "held-out v8 (portal register, never tuned on)"),
-                       (HELDOUT9, "held-out v9 (portal register, never tuned on)"),
-                       (HELDOUT10, "held-out v10 (portal register, measured once)"),
-                       (TUNE4, "tune v4 (third pass, tuned on)"),
-                       (TUNE5, "tune v5 (third pass, tuned on)"),
-                       (TUNE6, "tune v6 (third pass, tuned on)"),
-                       (TUNE7, "tune v7 (portal register, tuned on)"),
-                       (TUNE8, "tune v8 (portal register, tuned on)"),
-                       (TUNE9, "tune v9 (portal register, tuned on)"),
-                       (TUNE10, "tune v10 (portal register, tuned on)"),
-                       (TUNE11, "tune v11 (portal register, tuned on)")):
-        if path.exists():
-            rows3 = load_jsonl(path)
-            alt = any(r.get("sector_alt") for r in rows3)
-            evaluate(clf, rows3, name, lenient=alt,
-                     matrix=path in (HELDOUT4, HELDOUT5, HELDOUT6, HELDOUT7, HELDOUT8,
-                                     HELDOUT9, HELDOUT10))
-            evaluate(clf, rows3, f"{name}, stripped", transform=strip_diacritics, matrix=False,
-                     lenient=alt)
-            reliability(clf, rows3, name)
-            sweep(clf, rows3, name)
+    for path, name in HELDOUTS:
+        if not path.exists():
+            continue
+        rows = load_jsonl(path)
+        alt = any(r.get("sector_alt") for r in rows)
+        evaluate(clf, rows, name, lenient=alt, matrix=path not in (HELDOUT3, HELDOUT4))
+        evaluate(clf, rows, f"{name}, stripped", transform=strip_diacritics, matrix=False,
+                 lenient=alt)
+        evaluate(bare, rows, f"{name}, keywords alone", lenient=alt, matrix=False)
+        evaluate(bare, rows, f"{name}, keywords alone, stripped", transform=strip_diacritics,
+                 matrix=False, lenient=alt)
+        reliability(clf, rows, name)
+        sweep(clf, rows, name)
+    for path in sorted(EXAMPLES.glob("tune_v*.jsonl")):
+        rows = load_jsonl(path)
+        alt = any(r.get("sector_alt") for r in rows)
+        name = f"{path.stem.replace('_', ' ')} (tuned on, keywords alone)"
+        evaluate(bare, rows, name, lenient=alt, matrix=False)
+        evaluate(bare, rows, f"{name}, stripped", transform=strip_diacritics, matrix=False,
+                 lenient=alt)
     if REAL.exists():
         real = load_jsonl(REAL)
         evaluate(clf, real, "real dev set (strict on sector)", lenient=True)
         evaluate(clf, real, "real dev set, diacritics stripped", lenient=True,
                  transform=strip_diacritics)
+        evaluate(bare, real, "real dev set, keywords alone", lenient=True, matrix=False)
+        evaluate(bare, real, "real dev set, keywords alone, stripped", lenient=True,
+                 matrix=False, transform=strip_diacritics)
+        reliability(clf, real, "real dev set")
         sweep(clf, real, "real dev set (lenient)")
     else:
         print(f"\n(real dev set not found at {REAL}; skipped)")
@@ -320,21 +377,26 @@ def main() -> None:
     for title, fig in SUMMARY:
         if "register=" in title:
             continue
-        print(f"   {title[:58]:58} {fig['accuracy']:.3f}  {fig['macro_f1']:.3f}  "
+        print(f"   {title[:62]:62} {fig['accuracy']:.3f}  {fig['macro_f1']:.3f}  "
               f"{fig.get('lenient_accuracy', float('nan')):.3f}  {fig['review_rate']:.3f}  "
               f"{fig['errors_caught']:.3f}")
     if not args.no_speed:
         print("\n== speed (one core)")
         texts = [r["text"] for r in own] + [strip_diacritics(r["text"]) for r in own]
-        big = Classifier(grown_config(clf, 10), clf.normalizer)
-        speed([(f"full keyword set ({len(clf.keywords.by_plain)} phrases)", clf),
-               (f"10x keyword set ({len(big.keywords.by_plain)} phrases)", big)], texts)
+        big = Classifier(grown_config(bare, 10), bare.normalizer)
+        speed([(f"keywords + second opinion ({len(clf.keywords.by_plain)} phrases)", clf),
+               (f"keywords alone ({len(bare.keywords.by_plain)} phrases)", bare),
+               (f"10x keyword set alone ({len(big.keywords.by_plain)} phrases)", big)], texts)
         fresh = Classifier.load()
         start = time.perf_counter()
         for t in texts:
             fresh.classify_fresh(t)
         cold = len(texts) / (time.perf_counter() - start)
         print(f"   first pass, cold fuzzy cache: {cold:,.0f} classifications/s")
+        start = time.perf_counter()
+        Classifier.load()
+        print(f"   load with learning ({opinion.examples if opinion else 0} examples): "
+              f"{time.perf_counter() - start:.2f} s")
 
 
 if __name__ == "__main__":

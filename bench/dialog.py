@@ -31,6 +31,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "tests" / "data"
+EXAMPLES = ROOT / "config" / "examples"
 REAL = ROOT.parent / "shared" / "data" / "real_reports_dev.jsonl"
 MERGE = {"deny": "correction", "ack": "thanks"}  # the issue's intent names
 OLD_ABUSE = ["đm", "dm", "đmm", "dmm", "vcl", "vl", "đéo", "deo", "địt", "dit me", "đồ chó",
@@ -75,8 +76,9 @@ def _old_abusive(text: str) -> bool:
 
 def ordinary_texts(intents: Any) -> None:
     """Abuse and emergency false alarms on texts that are ordinary reports."""
-    own = [r["text"] for name in ("tune_v2.jsonl", "heldout_v2.jsonl", "labelled_reports.jsonl")
-           if (DATA / name).exists() for r in _rows(DATA / name)]
+    own = [r["text"] for path in (EXAMPLES / "tune_v2.jsonl", DATA / "heldout_v2.jsonl",
+                                  EXAMPLES / "labelled_reports.jsonl")
+           if path.exists() for r in _rows(path)]
     own += [r["text"] for r in _rows(DATA / "utterances.jsonl") if r["intent"] == "report"]
     own += [r["text"] for r in _rows(DATA / "utterances_heldout.jsonl")
             if r["intent"] == "report"]

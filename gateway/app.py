@@ -14,8 +14,12 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
+from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.registry import ChannelSet
+from gateway.domain.keywords import load_judgements
 from gateway.domain.texts import Texts
 from gateway.keys import ENGINE, INGESTOR, SERVICES, SETTINGS
 from gateway.ops.metrics import Metrics
@@ -57,9 +61,23 @@ async def _database(app: web.Application) -> AsyncIterator[None]:
     await engine.dispose()
 
 
-def _load_classifier(settings: Settings) -> Classifier:
+def _load_classifier(settings: Settings, judged: list[tuple[str, str]]) -> Classifier:
     return Classifier.load(settings.config_dir, min_score=settings.review_min_score,
-                           min_margin=settings.review_min_margin)
+                           min_margin=settings.review_min_margin, examples=judged)
+
+
+async def _judgements(settings: Settings,
+                      sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, str]]:
+    """The reports operators settled, for the second opinion to learn (none on a new store)."""
+    if settings.learn_from_operators <= 0:
+        return []
+    try:
+        async with sessions() as session:
+            judged = await load_judgements(session)
+    except SQLAlchemyError:  # a store that cannot answer yet: the shipped examples suffice
+        log.warning("operator judgements not readable; the second opinion learns the examples")
+        return []
+    return judged[-settings.learn_from_operators:]
 
 
 async def _services(app: web.Application) -> AsyncIterator[None]:
@@ -67,7 +85,8 @@ async def _services(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
     sessions = session_factory(app[ENGINE])
     texts = Texts.load(settings.config_dir)
-    classifier: Classifier | None = await asyncio.to_thread(_load_classifier, settings)
+    judged = await _judgements(settings, sessions)
+    classifier: Classifier | None = await asyncio.to_thread(_load_classifier, settings, judged)
     speech: Speech | None = await start_speech(settings)
     timeout = aiohttp.ClientTimeout(total=30, connect=10)
     async with aiohttp.ClientSession(timeout=timeout) as http:

@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     review_policy: Literal["low_confidence", "all", "none"] = "low_confidence"
     review_min_score: float = 0.9
     review_min_margin: float = 0.15
+    # The second opinion (nlp/second_opinion.py) also learns, at start-up, the reports operators
+    # confirmed or re-sectored (at most this many, newest first; 0: the shipped examples only).
+    learn_from_operators: int = 20000
     worker_concurrency: int = 4  # media downloads and transcriptions in parallel per batch
     worker_batch_size: int = 32  # events claimed and committed together (per-event fallback)
     # How long a batch waits for media and speech before it goes on without the slow events.

@@ -15,8 +15,8 @@ from __future__ import annotations
 import math
 import tomllib
 from collections import Counter
-from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, replace
+from collections.abc import Callable, Hashable, Iterable, Mapping, Sequence
+from dataclasses import replace
 from functools import lru_cache
 from importlib.resources import files
 from pathlib import Path
@@ -25,7 +25,8 @@ from typing import Any
 from nlp.matcher import Hit, Matcher, Prepared, Similarity, select_hits
 from nlp.normalize import Normalizer, PhraseIndex
 from nlp.place import Place, extract_places
-from nlp.results import Classification, Match, Sector
+from nlp.results import Analysis, Classification, Match, Sector
+from nlp.review import ReviewPolicy, review_reasons
 from nlp.rules import (
     AMBIGUOUS,
     Discourse,
@@ -33,11 +34,11 @@ from nlp.rules import (
     cue_index,
     load_rules,
     resolve,
-    rival_share,
     segment_ids,
     self_intros,
     weigh,
 )
+from nlp.second_opinion import OpinionPolicy, SecondOpinion, features, learnt, read_examples
 
 __all__ = ["Classification", "Classifier", "Match", "Sector"]
 
@@ -51,17 +52,17 @@ _SIDE = frozenset({_URGENT, _OFFICIAL, _MISCONDUCT, _CONSEQUENCE, _THANKS, _RESO
                    _NOTICE, _COMPLAINT, _QUESTION, _REQUEST, _NOT_NOW, _PRAISE})
 
 
-@dataclass(frozen=True, slots=True)
-class _Analysis:
-    evidence: dict[str, float]
-    matches: list[Match]
-    places: list[Place]
-    urgent: tuple[str, ...]
-    content: int  # tokens that are not punctuation or fillers
-    objects: dict[str, float]  # evidence from object phrases alone
-    misconduct: bool
-    context_raw: dict[str, float]  # context evidence before the cap (the review's rival check)
-    question: bool  # asks something ("cho hỏi ..."): an inquiry is not a complaint to forward
+def _blocked(places: list[Place]) -> list[tuple[int, int]]:
+    """Character spans of confident addresses: their words are not evidence ("đường Lê Lợi",
+    "phường Tân Định", "hẻm 45"); of a landmark only the name ("chợ" of "chợ Đông Ba" counts)."""
+    return [(p.name_start if p.kind == "landmark" else p.start, p.end)
+            for p in places if p.confident]
+
+
+def _words(prep: Prepared, blocked: list[tuple[int, int]]) -> tuple[str, ...]:
+    """Diacritic-free alphabetic words outside ``blocked`` (house numbers say nothing)."""
+    return tuple(t.plain for t in prep.seq if t.plain.isalpha()
+                 and not any(s <= t.start and t.end <= e for s, e in blocked))
 
 
 class Classifier:
@@ -72,8 +73,6 @@ class Classifier:
         """Build the indexes from a parsed ``sectors.toml``."""
         self.config = config
         self.normalizer = normalizer
-        self.min_score = min_score
-        self.min_margin = min_margin
         scoring = config.get("scoring", {})
         self.length_bonus = float(scoring.get("length_bonus", 0.25))
         self.beta = float(scoring.get("beta", 1.0))
@@ -81,15 +80,10 @@ class Classifier:
         self.single_penalty = float(scoring.get("single_penalty", 0.0))
         self.context_share = float(scoring.get("context_share", 0.5))
         self.context_cap = float(scoring.get("context_cap", 4.0))
+        self.review = ReviewPolicy.from_config(config, min_score, min_margin)
+        self.opinion_policy = OpinionPolicy.from_config(config.get("second_opinion", {}))
+        self.second_opinion: SecondOpinion | None = None  # see learn()
         review = config.get("review", {})
-        self.review_single_word = bool(review.get("single_word",
-                                                  scoring.get("review_single_word", True)))
-        self.min_evidence = float(review.get("min_evidence", 0.0))
-        self.min_tokens = int(review.get("min_tokens", 0))
-        self.review_urgent = bool(review.get("urgent", True))
-        self.review_misconduct = bool(review.get("misconduct", True))
-        self.review_empty = bool(review.get("empty", True))
-        self.rival_ratio = float(review.get("rival_ratio", 0.0))
         weights = {"strong": 3.0, "medium": 2.0, "weak": 1.0, "extra": 2.0, "negative": 2.0,
                    "context": 1.5}
         weights.update(config.get("weights", {}))
@@ -163,21 +157,42 @@ class Classifier:
     @classmethod
     def load(cls, config_dir: Path | None = None, *,
              min_score: float = 0.9, min_margin: float = 0.15,
-             sectors_file: Path | None = None) -> Classifier:
-        """Load ``sectors.toml`` and ``normalize.toml`` (packaged ``config`` by default);
-        ``sectors_file`` replaces the taxonomy (a proposed file under evaluation)."""
-        if config_dir is None:
-            sectors_text = files("config").joinpath("sectors.toml").read_text("utf-8")
-            normalizer = Normalizer.load()
-        else:
-            config_dir = Path(config_dir)
-            sectors_text = (config_dir / "sectors.toml").read_text("utf-8")
-            norm_path = config_dir / "normalize.toml"
-            normalizer = Normalizer.load(norm_path if norm_path.exists() else None)
-        if sectors_file is not None:
-            sectors_text = Path(sectors_file).read_text("utf-8")
-        config = tomllib.loads(sectors_text)
-        return cls(config, normalizer, min_score=min_score, min_margin=min_margin)
+             sectors_file: Path | None = None, learn: bool = True,
+             examples: Sequence[tuple[str, str]] = ()) -> Classifier:
+        """Load ``sectors.toml`` and ``normalize.toml`` (packaged ``config`` by default) and
+        learn the second opinion from ``examples/*.jsonl`` beside them and ``examples``
+        (operators' judgements; ``learn=False``: keywords alone); ``sectors_file`` replaces
+        the taxonomy (a proposed file under evaluation)."""
+        root = files("config") if config_dir is None else Path(config_dir)
+        normalizer = Normalizer.load(None if config_dir is None else (
+            norm if (norm := Path(config_dir) / "normalize.toml").exists() else None))
+        sectors_text = (Path(sectors_file) if sectors_file is not None
+                        else root.joinpath("sectors.toml")).read_text("utf-8")
+        clf = cls(tomllib.loads(sectors_text), normalizer, min_score=min_score,
+                  min_margin=min_margin)
+        folder = root.joinpath("examples")
+        if learn and folder.is_dir():
+            paths = sorted(Path(str(f)) for f in folder.iterdir() if f.name.endswith(".jsonl"))
+            key = (str(root), hash(sectors_text), *((str(p), p.stat().st_mtime_ns) for p in paths))
+            clf.learn(lambda: [*read_examples(paths), *examples], None if examples else key)
+        return clf
+
+    def learn(self, examples: Iterable[tuple[str, str]] | Callable[[], Iterable[tuple[str, str]]],
+              key: Hashable = None) -> None:
+        """(Re)train the second opinion on (text, sector) pairs (none: keywords alone); a model
+        learnt under the same ``key`` in this process is reused (tests start many apps)."""
+        def train() -> SecondOpinion | None:
+            pairs = [(self.words(t), s) for t, s in (examples() if callable(examples)
+                                                     else examples) if t.strip()]
+            return SecondOpinion.train(((features(w), s) for w, s in pairs), list(self.sectors),
+                                       self.opinion_policy.alpha) if pairs else None
+        self.second_opinion = learnt(key, train) if key is not None else train()
+        self._memo.cache_clear()
+
+    def words(self, text: str) -> tuple[str, ...]:
+        """The diacritic-free words of ``text`` outside addresses (the second opinion's view)."""
+        prep = self.matcher.prepare(text)
+        return _words(prep, _blocked(extract_places(prep.norm)))
 
     # -- matching ---------------------------------------------------------------------------
 
@@ -196,15 +211,12 @@ class Classifier:
                 out.append((h, tag))
         return out
 
-    def _analyse(self, text: str) -> _Analysis:
+    def _analyse(self, text: str) -> Analysis:
         """Evidence per sector, accepted matches, places and urgency terms of ``text``."""
         prep = self.matcher.prepare(text)
         seq = prep.seq
         places = extract_places(prep.norm)
-        # Words of an address ("đường Lê Lợi", "phường Tân Định", "hẻm 45") are not evidence;
-        # for a landmark only its name is skipped ("chợ" of "chợ Đông Ba" still counts).
-        blocked = [(p.name_start if p.kind == "landmark" else p.start, p.end)
-                   for p in places if p.confident]
+        blocked = _blocked(places)
         hits: list[Hit] = []
         side: dict[str, list[Hit]] = {tag: [] for tag in _SIDE}
         for h in self.matcher.scan(prep, self.keywords):
@@ -269,8 +281,9 @@ class Classifier:
         evidence = {k: max(v, 0.0) for k, v in scores.items()}
         content = sum(not t.filler for t in prep.norm.tokens)
         misconduct = bool(side[_OFFICIAL]) and bool(side[_MISCONDUCT])
-        return _Analysis(evidence, matches, places, tuple(dict.fromkeys(urgent)), content,
-                         objects, misconduct, context, bool(side[_QUESTION]))
+        return Analysis(evidence, matches, places, tuple(dict.fromkeys(urgent)), content,
+                        objects, misconduct, context, bool(side[_QUESTION]),
+                        _words(prep, blocked) if self.second_opinion else ())
 
     def _weigh(self, prep: Prepared, chosen: list[Hit], side: Mapping[str, list[Hit]],
                clauses: list[int], sentences: list[int]) -> list[tuple[Hit, str, str, float]]:
@@ -339,52 +352,37 @@ class Classifier:
         address = ", ".join(p.text for p in an.places) or None
         if not an.content:
             # Empty or pure filler ("alo", "dạ", a call whose words were lost): an operator looks.
-            reasons: tuple[str, ...] = ("empty",) if self.review_empty else ()
+            reasons: tuple[str, ...] = ("empty",) if self.review.empty else ()
             return Classification(KHAC, 1.0, bool(reasons), None, 0.0, (), False, (), None,
                                   evidence, reasons, "none", False)
         counts = Counter(m.sector for m in an.matches)
-        support = {code: counts[code] for code in self.sectors}
-        probs = self.probabilities(evidence, support)
+        probs = self.probabilities(evidence, {code: counts[code] for code in self.sectors})
+        opinion, lean = None, None
+        alone = max(probs, key=lambda c: (probs[c], evidence[c]))  # the keywords' own verdict
+        if self.second_opinion is not None:
+            # The learnt model's log-probabilities join the keywords' with a small weight.
+            logs = self.second_opinion.log_probabilities(features(an.words))
+            opinion = {c: math.exp(v) for c, v in logs.items()}
+            lean = max(opinion, key=opinion.__getitem__)
+            w = self.opinion_policy.weight
+            if w:
+                mixed = {c: math.log(max(p, 1e-12)) + w * logs[c] for c, p in probs.items()}
+                top = max(mixed.values())
+                total = sum(math.exp(v - top) for v in mixed.values())
+                probs = {c: math.exp(v - top) / total for c, v in mixed.items()}
         ranked = sorted(probs, key=lambda c: (-probs[c], -evidence[c]))
         best, second = ranked[0], ranked[1]
         score, second_score = probs[best], probs[second]
-        runner_up = second if evidence[second] > 0 or second == KHAC else None
+        # The sector an operator would switch to: one the keywords or the learnt model saw.
+        runner_up = next((c for c in ranked[1:] if evidence[c] > 0 or c in (KHAC, lean)), None)
         kind = "object" if an.objects[best] > 0 else "context" if evidence[best] > 0 else "none"
-        reasons = self._reasons(an, best, score, second_score, kind)
+        reasons = review_reasons(self.review, an, best, score, second_score, kind,
+                                 (opinion, alone, self.opinion_policy) if opinion else None)
         return Classification(
             best, score, bool(reasons), runner_up, second_score, tuple(an.matches),
             bool(urgent_terms), urgent_terms, address, evidence, reasons, kind, an.misconduct,
+            lean,
         )
-
-    def _reasons(self, an: _Analysis, best: str, score: float, second: float,
-                 kind: str) -> tuple[str, ...]:
-        """Why an operator should look at this verdict (empty: the classifier may act)."""
-        reasons: list[str] = []
-        if score < self.min_score:
-            reasons.append("low_score")
-        if score - second < self.min_margin:
-            reasons.append("low_margin")
-        if best != KHAC:
-            top = [m for m in an.matches if m.sector == best and m.role == "object"]
-            if kind == "context":
-                reasons.append("context_only")
-            elif self.review_single_word and len(top) == 1 and " " not in top[0].phrase:
-                # One single-word keyword is wrong far more often than phrases that agree.
-                reasons.append("single_keyword")
-            elif an.objects[best] < self.min_evidence:
-                reasons.append("weak_evidence")
-            if an.content < self.min_tokens:
-                reasons.append("short_text")
-            if self.rival_ratio and rival_share(an.objects, an.context_raw, self.context_cap,
-                                                best, KHAC) >= self.rival_ratio:
-                reasons.append("rival_sector")
-            if an.question:
-                reasons.append("question")
-        if an.urgent and self.review_urgent:
-            reasons.append("urgent")
-        if an.misconduct and self.review_misconduct:
-            reasons.append("misconduct")
-        return tuple(reasons)
 
     def is_misconduct(self, text: str) -> bool:
         """True when the text accuses an official of misconduct (inspectorate's case)."""

@@ -41,6 +41,22 @@ class Sector:
 
 
 @dataclass(frozen=True, slots=True)
+class Analysis:
+    """What the classifier read in a text, before the verdict (the review gate reads it)."""
+
+    evidence: dict[str, float]
+    matches: list[Match]
+    places: list[Any]  # nlp.place.Place
+    urgent: tuple[str, ...]
+    content: int  # tokens that are not punctuation or fillers
+    objects: dict[str, float]  # evidence from object phrases alone
+    misconduct: bool
+    context_raw: dict[str, float]  # context evidence before the cap (the review's rival check)
+    question: bool  # asks something ("cho hỏi ..."): an inquiry is not a complaint to forward
+    words: tuple[str, ...] = ()  # diacritic-free words outside addresses (the second opinion's)
+
+
+@dataclass(frozen=True, slots=True)
 class Classification:
     """Result of :meth:`Classifier.classify`."""
 
@@ -57,6 +73,7 @@ class Classification:
     reasons: tuple[str, ...] = ()  # why it needs review: low_score, context_only, urgent ...
     evidence_kind: str = "object"  # what the sector rests on: object | context | none
     misconduct: bool = False  # accuses an official or agency: the inspectorate's case
+    second_opinion: str | None = None  # the learnt model's sector (nlp.second_opinion)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form of the classification (without the raw evidence)."""

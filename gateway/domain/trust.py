@@ -38,7 +38,7 @@ CALLER_CONFIRMED = "caller_confirmed"  # report flag: the caller confirmed on th
 SETTLED_BY_CALLER = frozenset({
     "transcript_low_confidence", "transcript_not_vietnamese", "low_score", "low_margin",
     "context_only", "single_keyword", "weak_evidence", "short_text", "classifier",
-    "rival_sector",
+    "rival_sector", "second_opinion", "no_keyword",
 })
 
 
