@@ -361,7 +361,7 @@ class Classifier:
         alone = max(probs, key=lambda c: (probs[c], evidence[c]))  # the keywords' own verdict
         if self.second_opinion is not None:
             # The learnt model's log-probabilities join the keywords' with a small weight.
-            logs = self.second_opinion.log_probabilities(features(an.words))
+            logs = self.second_opinion.log_probabilities(an.words)
             opinion = {c: math.exp(v) for c, v in logs.items()}
             lean = max(opinion, key=opinion.__getitem__)
             w = self.opinion_policy.weight

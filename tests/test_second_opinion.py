@@ -27,11 +27,14 @@ def test_features_are_syllables_and_pairs() -> None:
 def test_training_favours_the_sector_of_its_words() -> None:
     model = SecondOpinion.train([({"ngap", "nuoc"}, "a"), ({"ngap", "mua"}, "a"),
                                  ({"den", "tat"}, "b")], ["a", "b", "c"])
-    logs = model.log_probabilities({"ngap"})
+    logs = model.log_probabilities(("ngap",))
     assert max(logs, key=logs.__getitem__) == "a"
     assert math.isclose(sum(math.exp(v) for v in logs.values()), 1.0)
     # Unknown words leave the prior: "c" had no example but is never ruled out.
-    prior = model.log_probabilities({"khong", "biet"})
+    prior = model.log_probabilities(("khong", "biet"))
+    # Pairs count too: "ngap nuoc" was seen in "a" only.
+    pair = model.log_probabilities(("ngap", "nuoc"))
+    assert pair["a"] > logs["a"]
     assert prior["a"] > prior["b"] > prior["c"] > -math.inf
     assert model.examples == 3
 
@@ -74,7 +77,8 @@ def test_a_disagreeing_second_opinion_sends_the_verdict_to_review() -> None:
     # Examples that file dark street lights under water supply: the keywords still read a
     # street light, the learnt model reads water supply; an operator decides.
     wrong = _taught([("đèn đường tắt tối om", "cap_nuoc")] * 30
-                    + [("mất nước sinh hoạt", "cap_nuoc"), ("rác thải bốc mùi", "ve_sinh_moi_truong")])
+                    + [("mất nước sinh hoạt", "cap_nuoc"),
+                       ("rác thải bốc mùi", "ve_sinh_moi_truong")])
     res = wrong.classify("đèn đường tắt tối om cả tuần")
     assert res.second_opinion == "cap_nuoc"
     assert res.needs_review and "second_opinion" in res.reasons
