@@ -14,12 +14,9 @@ from pathlib import Path
 
 import aiohttp
 from aiohttp import web
-from sqlalchemy.exc import SQLAlchemyError
-from sqlalchemy.ext.asyncio import async_sessionmaker
-from sqlmodel.ext.asyncio.session import AsyncSession
 
 from channels.registry import ChannelSet
-from gateway.domain.keywords import load_judgements
+from gateway.domain.keywords import recent_judgements
 from gateway.domain.texts import Texts
 from gateway.keys import ENGINE, INGESTOR, SERVICES, SETTINGS
 from gateway.ops.metrics import Metrics
@@ -66,26 +63,12 @@ def _load_classifier(settings: Settings, judged: list[tuple[str, str]]) -> Class
                            min_margin=settings.review_min_margin, examples=judged)
 
 
-async def _judgements(settings: Settings,
-                      sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, str]]:
-    """The reports operators settled, for the second opinion to learn (none on a new store)."""
-    if settings.learn_from_operators <= 0:
-        return []
-    try:
-        async with sessions() as session:
-            judged = await load_judgements(session)
-    except SQLAlchemyError:  # a store that cannot answer yet: the shipped examples suffice
-        log.warning("operator judgements not readable; the second opinion learns the examples")
-        return []
-    return judged[-settings.learn_from_operators:]
-
-
 async def _services(app: web.Application) -> AsyncIterator[None]:
     """Build every shared dependency once, in order, then hand them out typed."""
     settings = app[SETTINGS]
     sessions = session_factory(app[ENGINE])
     texts = Texts.load(settings.config_dir)
-    judged = await _judgements(settings, sessions)
+    judged = await recent_judgements(settings, sessions)
     classifier: Classifier | None = await asyncio.to_thread(_load_classifier, settings, judged)
     speech: Speech | None = await start_speech(settings)
     timeout = aiohttp.ClientTimeout(total=30, connect=10)
@@ -117,6 +100,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         return
     from gateway.workers.jobs import build_scheduler, make_forwarder
     from gateway.workers.leader import Leader
+    from gateway.workers.learning import relearn_loop
     from gateway.workers.outbox import OutboxSender
     from gateway.workers.pipeline import Worker
 
@@ -139,6 +123,7 @@ async def _background(app: web.Application) -> AsyncIterator[None]:
         asyncio.create_task(Worker(services).run(stop), name="worker"),
         asyncio.create_task(OutboxSender(services).run(stop), name="outbox"),
         asyncio.create_task(leader.run(stop), name="leader"),
+        asyncio.create_task(relearn_loop(services, stop), name="relearn"),
     ]
     yield
     stop.set()

@@ -57,6 +57,7 @@ class Settings(BaseSettings):
     # The second opinion (nlp/second_opinion.py) also learns, at start-up, the reports operators
     # confirmed or re-sectored (at most this many, newest first; 0: the shipped examples only).
     learn_from_operators: int = 20000
+    relearn_hours: float = 24.0  # and again every this many hours in worker processes (0: never)
     worker_concurrency: int = 4  # media downloads and transcriptions in parallel per batch
     worker_batch_size: int = 32  # events claimed and committed together (per-event fallback)
     # How long a batch waits for media and speech before it goes on without the slow events.

@@ -83,6 +83,7 @@ class Classifier:
         self.review = ReviewPolicy.from_config(config, min_score, min_margin)
         self.opinion_policy = OpinionPolicy.from_config(config.get("second_opinion", {}))
         self.second_opinion: SecondOpinion | None = None  # see learn()
+        self.examples_dir: Path | None = None  # the labelled examples it learns (load())
         review = config.get("review", {})
         weights = {"strong": 3.0, "medium": 2.0, "weak": 1.0, "extra": 2.0, "negative": 2.0,
                    "context": 1.5}
@@ -170,29 +171,34 @@ class Classifier:
                         else root.joinpath("sectors.toml")).read_text("utf-8")
         clf = cls(tomllib.loads(sectors_text), normalizer, min_score=min_score,
                   min_margin=min_margin)
-        folder = root.joinpath("examples")
-        if learn and folder.is_dir():
-            paths = sorted(Path(str(f)) for f in folder.iterdir() if f.name.endswith(".jsonl"))
-            key = (str(root), hash(sectors_text), *((str(p), p.stat().st_mtime_ns) for p in paths))
-            clf.learn(lambda: [*read_examples(paths), *examples], None if examples else key)
+        clf.examples_dir = Path(str(root.joinpath("examples")))
+        if learn:
+            clf.learn_examples(examples)
         return clf
+
+    def learn_examples(self, extra: Sequence[tuple[str, str]] = ()) -> None:
+        """Learn the labelled lines of ``examples/*.jsonl`` and ``extra`` (operators'
+        judgements); a model learnt from the same files is reused in this process."""
+        folder = self.examples_dir
+        paths = sorted(folder.glob("*.jsonl")) if folder and folder.is_dir() else []
+        key = (tuple(self.sectors), *((str(p), p.stat().st_mtime_ns) for p in paths))
+        self.learn(lambda: [*read_examples(paths), *extra], None if extra else key)
 
     def learn(self, examples: Iterable[tuple[str, str]] | Callable[[], Iterable[tuple[str, str]]],
               key: Hashable = None) -> None:
         """(Re)train the second opinion on (text, sector) pairs (none: keywords alone); a model
         learnt under the same ``key`` in this process is reused (tests start many apps)."""
         def train() -> SecondOpinion | None:
-            pairs = [(self.words(t), s) for t, s in (examples() if callable(examples)
-                                                     else examples) if t.strip()]
-            return SecondOpinion.train(((features(w), s) for w, s in pairs), list(self.sectors),
-                                       self.opinion_policy.alpha) if pairs else None
+            pairs = []
+            for text, sector in examples() if callable(examples) else examples:
+                if text.strip():
+                    prep = self.matcher.prepare(text)
+                    words = _words(prep, _blocked(extract_places(prep.norm)))
+                    pairs.append((features(words), sector))
+            return (SecondOpinion.train(pairs, list(self.sectors), self.opinion_policy.alpha)
+                    if pairs else None)
         self.second_opinion = learnt(key, train) if key is not None else train()
         self._memo.cache_clear()
-
-    def words(self, text: str) -> tuple[str, ...]:
-        """The diacritic-free words of ``text`` outside addresses (the second opinion's view)."""
-        prep = self.matcher.prepare(text)
-        return _words(prep, _blocked(extract_places(prep.norm)))
 
     # -- matching ---------------------------------------------------------------------------
 
@@ -384,15 +390,11 @@ class Classifier:
             lean,
         )
 
-    def is_misconduct(self, text: str) -> bool:
-        """True when the text accuses an official of misconduct (inspectorate's case)."""
-        return bool(text) and self.classify(text).misconduct
-
     def route(self, sector: str, text: str = "") -> Sector:
         """Handling agency for ``sector``; misconduct of officials goes to the inspectorate
         named in ``[routing]``, never to the body accused."""
         base = self.sectors.get(sector) or self.sectors[KHAC]
-        if text and self.is_misconduct(text):
+        if text and self.classify(text).misconduct:
             return replace(base, agency=self.misconduct_agency, co_agencies=(),
                            agency_code=self.misconduct_agency_code, reason="misconduct")
         return base

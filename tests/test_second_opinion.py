@@ -11,6 +11,7 @@ import pytest
 from console_support import add_operator, login, make_report, session_csrf
 
 from gateway.keys import SERVICES
+from gateway.workers.learning import relearn_loop, relearn_once
 from nlp.classifier import Classifier
 from nlp.second_opinion import SecondOpinion, features, read_examples
 
@@ -141,11 +142,40 @@ async def test_the_gateway_learns_what_operators_settled(settings_factory,
                                  data={"csrf": csrf, "sector": "vien_thong"},
                                  allow_redirects=False)
         assert resp.status == 303
-    shipped = client.app[SERVICES].classifier.second_opinion.examples
-    # The next start of the gateway on the same store has learnt the three judgements.
+    services = client.app[SERVICES]
+    shipped = services.classifier.second_opinion.examples
+    assert services.classifier.classify("đồng hồ công cộng chết kim").second_opinion != "vien_thong"
+    # A running worker process relearns without a restart ...
+    assert await relearn_once(services) == len(CLOCK)
+    assert services.classifier.second_opinion.examples == shipped + len(CLOCK)
+    assert services.classifier.classify("đồng hồ công cộng chết kim").second_opinion == "vien_thong"
+    # ... and the next start of the gateway on the same store has learnt them too.
     again = await gateway_client(settings)
     learnt = again.app[SERVICES].classifier
     assert learnt.second_opinion.examples == shipped + len(CLOCK)
     assert learnt.classify("đồng hồ công cộng chết kim").second_opinion == "vien_thong"
     off = await gateway_client(settings.model_copy(update={"learn_from_operators": 0}))
     assert off.app[SERVICES].classifier.second_opinion.examples == shipped
+
+
+async def test_the_relearning_loop_runs_on_its_period_and_stops(settings_factory, gateway_client,
+                                                                caplog) -> None:
+    import asyncio
+    import logging
+
+    caplog.set_level(logging.INFO, logger="paht.learning")
+    client = await gateway_client(settings_factory(relearn_hours=0.0002))  # every 0.72 s
+    services = client.app[SERVICES]
+    stop = asyncio.Event()
+    task = asyncio.create_task(relearn_loop(services, stop))
+    for _ in range(100):
+        await asyncio.sleep(0.1)
+        if "relearnt" in caplog.text:
+            break
+    stop.set()
+    await asyncio.wait_for(task, timeout=5)
+    assert "second opinion relearnt with 0 operator judgements" in caplog.text
+    # Nothing new to learn: the model learnt from the same files is kept, not trained again.
+    assert services.classifier.second_opinion is Classifier.load().second_opinion
+    never = await gateway_client(settings_factory(relearn_hours=0))
+    await asyncio.wait_for(relearn_loop(never.app[SERVICES], asyncio.Event()), timeout=1)

@@ -6,9 +6,12 @@ evaluate FILE`: a proposed sectors.toml replayed against every report operators 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 from typing import Any, TextIO
 
+from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.ext.asyncio import async_sessionmaker
 from sqlmodel.ext.asyncio.session import AsyncSession
 
 from gateway.domain.reports import report_text
@@ -17,6 +20,8 @@ from store import migrate
 from store.db import create_engine, is_sqlite, session_factory
 from store.repos import operators as operators_repo
 from store.repos import reports as reports_repo
+
+log = logging.getLogger("paht.keywords")
 
 
 async def load_corrections(session: AsyncSession) -> list[tuple[str, str, str]]:
@@ -78,6 +83,21 @@ async def load_judgements(session: AsyncSession) -> list[tuple[str, str]]:
         if sector and text.strip():
             final[report.id or 0] = (text, sector)
     return list(final.values())
+
+
+async def recent_judgements(settings: Settings,
+                            sessions: async_sessionmaker[AsyncSession]) -> list[tuple[str, str]]:
+    """The newest `PAHT_LEARN_FROM_OPERATORS` judgements, for the second opinion to learn
+    (none when it is 0 or the store cannot answer yet: the shipped examples suffice)."""
+    if settings.learn_from_operators <= 0:
+        return []
+    try:
+        async with sessions() as session:
+            judged = await load_judgements(session)
+    except SQLAlchemyError:
+        log.warning("operator judgements not readable; the second opinion learns the examples")
+        return []
+    return judged[-settings.learn_from_operators:]
 
 
 def evaluate(examples: list[tuple[str, str]], before: Any, after: Any) -> dict[str, Any]:
