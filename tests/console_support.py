@@ -97,3 +97,26 @@ async def actions(app: Any, action: str | None = None) -> list[OperatorAction]:
         if action:
             stmt = stmt.where(OperatorAction.action == action)
         return list((await s.exec(stmt)).all())
+
+
+# Three reports about a broken public clock the classifier does not know (no keyword names it).
+CLOCK = [
+    "Đồng hồ công cộng ở ngã tư bị chết kim mấy tuần nay",
+    "Cái đồng hồ công cộng trước chợ chết kim rồi",
+    "Đồng hồ công cộng công viên chết kim, không ai sửa",
+]
+
+
+async def resector(client: Any, texts: list[str], target: str) -> str:
+    """As a logged-in supervisor, file a new report of each text under `target` (a sector the
+    classifier did not choose) through the console form; returns the session's CSRF token."""
+    await add_operator(client.app, "giamsat", "supervisor")
+    await login(client, "giamsat")
+    csrf = await session_csrf(client)
+    for text in texts:
+        report = await make_report(client.app, text)
+        assert report.sector != target
+        resp = await client.post(f"/console/reports/{report.id}/sector",
+                                 data={"csrf": csrf, "sector": target}, allow_redirects=False)
+        assert resp.status == 303
+    return csrf

@@ -5,33 +5,17 @@ from __future__ import annotations
 import io
 import tomllib
 
-from console_support import add_operator, login, make_report, session_csrf
+from console_support import CLOCK, make_report, resector
 
 from gateway.domain.keywords import load_corrections, suggest_command
 from gateway.keys import SERVICES
-
-# Three reports about a broken public clock the classifier does not know; an operator files
-# each one under a sector the classifier never proposed for them.
-CLOCK = [
-    "Đồng hồ công cộng ở ngã tư bị chết kim mấy tuần nay",
-    "Cái đồng hồ công cộng trước chợ chết kim rồi",
-    "Đồng hồ công cộng công viên chết kim, không ai sửa",
-]
 
 
 async def corrected_app(settings_factory, gateway_client):
     settings = settings_factory(review_policy="all")
     client = await gateway_client(settings)
-    await add_operator(client.app, "giamsat", "supervisor")
-    await login(client, "giamsat")
-    csrf = await session_csrf(client)
-    for text in CLOCK:
-        report = await make_report(client.app, text)
-        target = "vien_thong"
-        assert report.sector != target
-        resp = await client.post(f"/console/reports/{report.id}/sector",
-                                 data={"csrf": csrf, "sector": target}, allow_redirects=False)
-        assert resp.status == 303
+    # An operator files each clock report under a sector the classifier never proposed.
+    csrf = await resector(client, CLOCK, "vien_thong")
     # A confirmation without a change is not a correction.
     same = await make_report(client.app, "Đèn đường không sáng")
     await client.post(f"/console/reports/{same.id}/confirm", data={"csrf": csrf})

@@ -8,7 +8,7 @@ import math
 from pathlib import Path
 
 import pytest
-from console_support import add_operator, login, make_report, session_csrf
+from console_support import CLOCK, resector
 
 from gateway.keys import SERVICES
 from gateway.workers.learning import relearn_loop, relearn_once
@@ -124,24 +124,11 @@ def test_odd_texts_classify(text: str) -> None:
     assert res.sector and 0.0 <= res.score <= 1.0
 
 
-CLOCK = ["Đồng hồ công cộng ở ngã tư bị chết kim mấy tuần nay",
-         "Cái đồng hồ công cộng trước chợ chết kim rồi",
-         "Đồng hồ công cộng công viên chết kim, không ai sửa"]
-
-
 async def test_the_gateway_learns_what_operators_settled(settings_factory,
                                                          gateway_client) -> None:
     settings = settings_factory(review_policy="all")
     client = await gateway_client(settings)
-    await add_operator(client.app, "giamsat", "supervisor")
-    await login(client, "giamsat")
-    csrf = await session_csrf(client)
-    for text in CLOCK:
-        report = await make_report(client.app, text)
-        resp = await client.post(f"/console/reports/{report.id}/sector",
-                                 data={"csrf": csrf, "sector": "vien_thong"},
-                                 allow_redirects=False)
-        assert resp.status == 303
+    await resector(client, CLOCK, "vien_thong")
     services = client.app[SERVICES]
     shipped = services.classifier.second_opinion.examples
     assert services.classifier.classify("đồng hồ công cộng chết kim").second_opinion != "vien_thong"
