@@ -180,14 +180,16 @@ def _keywords_suggest(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _keywords_evaluate(args: argparse.Namespace, settings: Settings) -> int:
-    from gateway.domain.keywords import evaluate_command, read_examples
+    from gateway.domain.keywords import evaluate_command
+    from nlp.second_opinion import parse_examples
 
     proposed = Path(args.file)
     for path in (proposed, *([Path(args.examples)] if args.examples else [])):
         if not path.is_file():
             raise CliError(f"no such file: {path}")
     try:
-        examples = read_examples(Path(args.examples).read_text("utf-8")) if args.examples else None
+        examples = (parse_examples(Path(args.examples).read_text("utf-8"), strict=True)
+                    if args.examples else None)
         return asyncio.run(evaluate_command(settings, proposed, sys.stdout, examples))
     except (ValueError, KeyError) as exc:  # a malformed TOML or examples file
         raise CliError(f"cannot evaluate {proposed}: {exc}") from exc

@@ -22,7 +22,8 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["OpinionPolicy", "SecondOpinion", "features", "learnt", "read_examples"]
+__all__ = ["OpinionPolicy", "SecondOpinion", "features", "learnt", "parse_examples",
+           "read_examples"]
 
 _LEARNT: dict[Hashable, SecondOpinion | None] = {}
 
@@ -39,17 +40,22 @@ def features(words: Sequence[str]) -> frozenset[str]:
     return frozenset((*words, *(f"{a} {b}" for a, b in pairwise(words))))
 
 
-def read_examples(paths: Iterable[Path]) -> list[tuple[str, str]]:
-    """(text, sector) of every JSON line with both fields in ``paths`` (other lines skipped)."""
+def parse_examples(jsonl: str, *, strict: bool = False) -> list[tuple[str, str]]:
+    """(text, sector) of each JSON line; a line without both is skipped, or with ``strict`` an
+    error (KeyError, ValueError: a file an operator hands to `paht keywords evaluate`)."""
     out: list[tuple[str, str]] = []
-    for path in sorted(paths):
-        for line in path.read_text("utf-8").splitlines():
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            if isinstance(row, dict) and row.get("text") and row.get("sector"):
-                out.append((str(row["text"]), str(row["sector"])))
+    for line in jsonl.splitlines():
+        if not line.strip():
+            continue
+        row = json.loads(line)
+        if strict or (isinstance(row, dict) and row.get("text") and row.get("sector")):
+            out.append((str(row["text"]), str(row["sector"])))
     return out
+
+
+def read_examples(paths: Iterable[Path]) -> list[tuple[str, str]]:
+    """The labelled lines of every file in ``paths`` (in name order; bad lines skipped)."""
+    return [pair for path in sorted(paths) for pair in parse_examples(path.read_text("utf-8"))]
 
 
 @dataclass(slots=True)

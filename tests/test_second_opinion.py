@@ -13,7 +13,7 @@ from console_support import CLOCK, resector
 from gateway.keys import SERVICES
 from gateway.workers.learning import relearn_loop, relearn_once
 from nlp.classifier import Classifier
-from nlp.second_opinion import SecondOpinion, features, read_examples
+from nlp.second_opinion import SecondOpinion, features, parse_examples, read_examples
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "config" / "examples"
@@ -50,6 +50,9 @@ def test_read_examples_keeps_only_labelled_lines(tmp_path: Path) -> None:
     path.write_text('{"text": "đèn tắt", "sector": "ha_tang_do_thi"}\n\n'
                     '{"text": "", "sector": "dien"}\n{"sector": "dien"}\n[1, 2]\n', "utf-8")
     assert read_examples([path]) == [("đèn tắt", "ha_tang_do_thi")]
+    # A file handed to `paht keywords evaluate` must be whole: a bad line is an error.
+    with pytest.raises(KeyError):
+        parse_examples(path.read_text("utf-8"), strict=True)
 
 
 def test_shipped_examples_are_learnt_once_per_process() -> None:

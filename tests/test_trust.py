@@ -10,11 +10,12 @@ import pytest
 from sqlmodel import col, select
 
 from gateway.domain import reports, trust
-from gateway.domain.keywords import evaluate, format_evaluation, read_examples
+from gateway.domain.keywords import evaluate, format_evaluation
 from gateway.domain.texts import Texts
 from gateway.ops.metrics import Metrics
 from gateway.services import Services
 from nlp.classifier import Classifier
+from nlp.second_opinion import parse_examples
 from store.db import create_engine, session_factory
 from store.models import Citizen, Identity, Outbox, Report, ReportStatus
 from store.sinks import Open311Sink
@@ -239,9 +240,9 @@ def test_evaluate_shows_changed_decisions(tmp_path: Any) -> None:
         'english = ["pothole", "potholes", ', 'english = [', 1)
     text.write_text(proposed, "utf-8")
     after = Classifier.load(sectors_file=text)
-    examples = read_examples(
+    examples = parse_examples(
         '{"text": "pothole on the main road", "sector": "ha_tang_giao_thong"}\n'
-        '{"text": "mất điện cả khu phố từ sáng", "sector": "dien"}\n')
+        '{"text": "mất điện cả khu phố từ sáng", "sector": "dien"}\n', strict=True)
     result = evaluate(examples, before, after)
     assert result["before"]["accuracy"] == 1.0 and result["after"]["accuracy"] == 0.5
     assert [c["gold"] for c in result["changed"]] == ["ha_tang_giao_thong"]

@@ -5,7 +5,6 @@ evaluate FILE`: a proposed sectors.toml replayed against every report operators 
 
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Any, TextIO
@@ -125,12 +124,6 @@ def evaluate(examples: list[tuple[str, str]], before: Any, after: Any) -> dict[s
     return out
 
 
-def read_examples(jsonl: str) -> list[tuple[str, str]]:
-    """(text, sector) pairs from JSON lines with `text` and `sector`."""
-    rows = (json.loads(line) for line in jsonl.splitlines() if line.strip())
-    return [(str(row["text"]), str(row["sector"])) for row in rows]
-
-
 def format_evaluation(result: dict[str, Any]) -> str:
     """The evaluation as text for the terminal."""
     lines = [f"# {result['n']} judged reports"]
@@ -150,7 +143,7 @@ async def evaluate_command(settings: Settings, proposed: Path, out: TextIO,
                            examples: list[tuple[str, str]] | None = None) -> int:
     """Replay `proposed` (a sectors.toml) against operators' judgements; 0 on success.
 
-    `examples` (from `read_examples`) replace the database's judgements.
+    `examples` (`nlp.second_opinion.parse_examples`) replace the database's judgements.
     """
     from nlp.classifier import Classifier
 
