@@ -367,15 +367,14 @@ class Classifier:
         alone = max(probs, key=lambda c: (probs[c], evidence[c]))  # the keywords' own verdict
         if self.second_opinion is not None:
             # The learnt model's log-probabilities join the keywords' with a small weight.
-            logs = self.second_opinion.log_probabilities(an.words)
-            opinion = {c: math.exp(v) for c, v in logs.items()}
-            lean = max(opinion, key=opinion.__getitem__)
-            w = self.opinion_policy.weight
-            if w:
-                mixed = {c: math.log(max(p, 1e-12)) + w * logs[c] for c, p in probs.items()}
-                top = max(mixed.values())
-                total = sum(math.exp(v - top) for v in mixed.values())
-                probs = {c: math.exp(v - top) / total for c, v in mixed.items()}
+            opinion = logs = self.second_opinion.log_probabilities(an.words)
+            lean = max(logs, key=logs.__getitem__)
+            if w := self.opinion_policy.weight:
+                mixed = [math.log(max(p, 1e-12)) + w * logs[c] for c, p in probs.items()]
+                top = max(mixed)
+                exp = [math.exp(v - top) for v in mixed]
+                total = sum(exp)
+                probs = dict(zip(probs, (e / total for e in exp), strict=True))
         ranked = sorted(probs, key=lambda c: (-probs[c], -evidence[c]))
         best, second = ranked[0], ranked[1]
         score, second_score = probs[best], probs[second]

@@ -10,6 +10,7 @@ dropped; a sector that only the second opinion sees (no keyword at all) is never
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -51,6 +52,7 @@ class ReviewPolicy:
                    float(scoring.get("context_cap", 4.0)))
 
 
+# The second opinion's log-probability per sector, the keywords' own sector, the policy.
 Opinion = tuple[Mapping[str, float], str, OpinionPolicy]
 
 
@@ -58,8 +60,8 @@ def review_reasons(policy: ReviewPolicy, an: Analysis, best: str, score: float, 
                    kind: str, opinion: Opinion | None = None) -> tuple[str, ...]:
     """Why an operator should look at this verdict (empty: the gateway may act alone).
 
-    ``opinion``: the second opinion's probability per sector, the sector the keywords alone
-    chose and the policy (None: no model loaded).
+    ``opinion``: the second opinion's log-probability per sector, the sector the keywords
+    alone chose and the policy (None: no model loaded).
     """
     reasons: list[str] = []
     if score < policy.min_score:
@@ -85,13 +87,14 @@ def review_reasons(policy: ReviewPolicy, an: Analysis, best: str, score: float, 
         if an.question:
             reasons.append("question")
     if opinion is not None:
-        probs, alone, op = opinion
-        lean = max(probs, key=probs.__getitem__)
-        if alone != best or (lean != best and probs[lean] >= op.disagree
-                             and probs.get(best, 0.0) < op.against):
+        logs, alone, op = opinion
+        lean = max(logs, key=logs.__getitem__)
+        mine = logs.get(best, -math.inf)
+        if alone != best or (lean != best and logs[lean] >= op.log_disagree
+                             and mine < op.log_against):
             # The two readers disagree, or the learnt one overruled the keywords.
             reasons.append("second_opinion")
-        elif probs.get(best, 0.0) >= op.agree and set(reasons) <= op.soft:
+        elif mine >= op.log_agree and set(reasons) <= op.soft:
             reasons.clear()
     if an.urgent and policy.urgent:
         reasons.append("urgent")

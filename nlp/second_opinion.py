@@ -69,6 +69,21 @@ class OpinionPolicy:
     soft: frozenset[str] = frozenset()  # review reasons an agreement may drop
     alpha: float = 0.3  # additive smoothing of the word counts
 
+    @property
+    def log_disagree(self) -> float:
+        """``disagree`` in log space (the gate compares log-probabilities)."""
+        return math.log(self.disagree) if self.disagree > 0 else -math.inf
+
+    @property
+    def log_against(self) -> float:
+        """``against`` in log space."""
+        return math.log(self.against) if self.against > 0 else -math.inf
+
+    @property
+    def log_agree(self) -> float:
+        """``agree`` in log space (above 1: never)."""
+        return math.log(self.agree) if self.agree > 0 else -math.inf
+
     @classmethod
     def from_config(cls, spec: Mapping[str, Any]) -> OpinionPolicy:
         """Read the policy from the ``[second_opinion]`` table."""
