@@ -163,8 +163,10 @@ def test_operator_shift(server) -> None:
         page.click("#change-sector")
         expect(page.locator("#flash")).to_contain_text("Đã đổi lĩnh vực")
         expect(page.locator("#report-status")).to_have_text("Đã xác nhận")
-        assert query(db, "SELECT sector, status FROM report WHERE id = ?", light_id) == [
-            (target, "confirmed")]
+        # The real server's forwarder runs every few seconds: by the time of this query the
+        # confirmed report may already be forwarded (a race the test used to lose rarely).
+        [(sector, status)] = query(db, "SELECT sector, status FROM report WHERE id = ?", light_id)
+        assert sector == target and status in ("confirmed", "forwarded")
         change = query(db, "SELECT before, after FROM operator_action "
                            "WHERE action = 'change_sector' AND report_id = ?", light_id)
         assert [(json.loads(b)["sector"], json.loads(a)["sector"]) for b, a in change] == [
