@@ -18,6 +18,7 @@ from store.models import (
     ReportHistory,
 )
 from store.repos import console, operators, stats
+from store.repos import reports as reports_repo
 
 T0 = datetime(2026, 3, 2, 3, 0, tzinfo=UTC)
 
@@ -253,6 +254,25 @@ async def test_sector_corrections_in_order(sessions) -> None:
     async with sessions() as s:
         rows = await operators.sector_corrections(s)
     assert [(act.after["sector"], rep.id) for act, rep in rows] == [("z", a.id), ("y", b.id)]
+
+
+async def test_operator_judgements_of_the_reports_judged_last(sessions) -> None:
+    a, b, c = await _reports(sessions, {}, {}, {})
+    op = await _operator(sessions, "lan")
+    judge = {"operator_id": op.id, "at": T0, "after": {"sector": "dien"}}
+    await _add(sessions, OperatorAction(report_id=a.id, action="change_sector", **judge),
+               OperatorAction(report_id=b.id, action="confirm", **judge),
+               OperatorAction(report_id=a.id, action="confirm", **judge),
+               OperatorAction(report_id=c.id, action="confirm", at=T0),  # no operator: automatic
+               OperatorAction(report_id=c.id, action="note", **judge))
+    async with sessions() as s:
+        every = await reports_repo.operator_judgements(s)
+        last = await reports_repo.operator_judgements(s, limit=1)
+    assert [(act.action, rep.id) for act, rep in every] == [
+        ("change_sector", a.id), ("confirm", b.id), ("confirm", a.id)]
+    # The newest judgement is of a: both of its actions, none of b's.
+    assert [(act.action, rep.id) for act, rep in last] == [("change_sector", a.id),
+                                                            ("confirm", a.id)]
 
 
 # Dashboard, weekly summary, reminders ------------------------------------------------------

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from console_support import CLOCK, resector
 
+from gateway.domain.keywords import load_judgements
 from gateway.keys import SERVICES
 from gateway.workers.learning import relearn_loop, relearn_once
 from nlp.classifier import Classifier
@@ -144,6 +145,11 @@ async def test_the_gateway_learns_what_operators_settled(settings_factory,
     learnt = again.app[SERVICES].classifier
     assert learnt.second_opinion.examples == shipped + len(CLOCK)
     assert learnt.classify("đồng hồ công cộng chết kim").second_opinion == "vien_thong"
+    # Only the newest judgements are read (PAHT_LEARN_FROM_OPERATORS), newest last.
+    async with services.sessions() as session:
+        assert [t for t, _ in await load_judgements(session, 2)] == CLOCK[1:]
+    two = await gateway_client(settings.model_copy(update={"learn_from_operators": 2}))
+    assert two.app[SERVICES].classifier.second_opinion.examples == shipped + 2
     off = await gateway_client(settings.model_copy(update={"learn_from_operators": 0}))
     assert off.app[SERVICES].classifier.second_opinion.examples == shipped
 

@@ -72,11 +72,12 @@ async def suggest_command(settings: Settings, min_count: int, out: TextIO) -> in
 
 # -- `paht keywords evaluate FILE`: replay a proposed sectors.toml on judged reports ----------
 
-async def load_judgements(session: AsyncSession) -> list[tuple[str, str]]:
+async def load_judgements(session: AsyncSession,
+                          limit: int | None = None) -> list[tuple[str, str]]:
     """(report text, the sector an operator settled on) per report an operator confirmed or
-    re-sectored; the last judgement of a report wins."""
+    re-sectored (the `limit` reports judged last); the last judgement of a report wins."""
     final: dict[int, tuple[str, str]] = {}
-    for action, report in await reports_repo.operator_judgements(session):
+    for action, report in await reports_repo.operator_judgements(session, limit=limit):
         sector = str(action.after.get("sector") or "")
         text = report_text(report)
         if sector and text.strip():
@@ -92,11 +93,10 @@ async def recent_judgements(settings: Settings,
         return []
     try:
         async with sessions() as session:
-            judged = await load_judgements(session)
+            return await load_judgements(session, settings.learn_from_operators)
     except SQLAlchemyError:
         log.warning("operator judgements not readable; the second opinion learns the examples")
         return []
-    return judged[-settings.learn_from_operators:]
 
 
 def evaluate(examples: list[tuple[str, str]], before: Any, after: Any) -> dict[str, Any]:

@@ -226,12 +226,19 @@ async def queue_forward_link(session: AsyncSession, report: Report) -> bool:
 
 async def operator_judgements(
     session: AsyncSession, actions: Collection[str] = ("confirm", "change_sector"),
+    limit: int | None = None,
 ) -> list[tuple[OperatorAction, Report]]:
-    """Operators' confirmations and sector changes with their reports, oldest first: the
-    labelled examples `paht keywords evaluate` replays."""
+    """Operators' confirmations and sector changes with their reports, oldest first (of the
+    `limit` reports judged last): the labelled examples `paht keywords evaluate` replays and
+    the second opinion learns."""
+    judged = (col(OperatorAction.action).in_(list(actions)),
+              col(OperatorAction.operator_id).is_not(None))
     stmt = (select(OperatorAction, Report)
             .join(Report, col(Report.id) == col(OperatorAction.report_id))
-            .where(col(OperatorAction.action).in_(list(actions)),
-                   col(OperatorAction.operator_id).is_not(None))
-            .order_by(col(OperatorAction.id)))
+            .where(*judged).order_by(col(OperatorAction.id)))
+    if limit is not None:
+        newest = (select(col(OperatorAction.report_id)).where(*judged)
+                  .group_by(col(OperatorAction.report_id))
+                  .order_by(func.max(col(OperatorAction.id)).desc()).limit(limit))
+        stmt = stmt.where(col(OperatorAction.report_id).in_(newest))
     return [(a, r) for a, r in (await session.exec(stmt)).all()]
